@@ -1,0 +1,230 @@
+"""The LSTM VAE and the LSTM language model (SPEC §2).
+
+Shapes: ``x`` is ``[B, T]`` framed ids ``<s> w_1 … w_n </s>`` (T = n+2); ``z`` is ``[B, S, nz]`` for S samples
+per sentence. All log-probabilities are natural-log and summed over the n+1 predicted tokens.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from textvae.data import EOS_ID
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    enc_emb: int = 256
+    dec_emb: int = 256
+    enc_hidden: int = 256
+    dec_hidden: int = 256
+    nz: int = 32
+    dropout_in: float = 0.5
+    dropout_out: float = 0.5
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _uniform_init(module: nn.Module, embeddings: list[nn.Embedding]) -> None:
+    """Every parameter ~ U(-0.01, 0.01), then embedding tables ~ U(-0.1, 0.1) (SPEC §2.4)."""
+    for p in module.parameters():
+        nn.init.uniform_(p, -0.01, 0.01)
+    for emb in embeddings:
+        nn.init.uniform_(emb.weight, -0.1, 0.1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Gaussian helpers
+# ----------------------------------------------------------------------------------------------------------
+
+def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag exp(logvar)) || N(0, I)) per dimension, ``[B, nz]``."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0)
+
+
+def log_normal_diag(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; mu, diag exp(logvar)) for ``z [B, S, nz]`` and ``mu, logvar [B, nz]`` → ``[B, S]``."""
+    mu, logvar = mu.unsqueeze(1), logvar.unsqueeze(1)
+    nz = z.size(-1)
+    return -0.5 * (nz * LOG_2PI + logvar.sum(-1) + ((z - mu).pow(2) / logvar.exp()).sum(-1))
+
+
+def log_standard_normal(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) summed over the last dimension."""
+    return -0.5 * (z.size(-1) * LOG_2PI + z.pow(2).sum(-1))
+
+
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, nsamples: int = 1,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """``z = mu + sigma * eps`` with ``eps ~ N(0, I)``, shape ``[B, nsamples, nz]``."""
+    eps = torch.randn((mu.size(0), nsamples, mu.size(1)), dtype=mu.dtype, device=mu.device, generator=generator)
+    return mu.unsqueeze(1) + (0.5 * logvar).exp().unsqueeze(1) * eps
+
+
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy summed over time in float32: logits ``[N, T, V]``, targets ``[N, T]`` → ``[N]``."""
+    n, t, v = logits.shape
+    ce = F.cross_entropy(logits.reshape(n * t, v).float(), targets.reshape(n * t), reduction="none")
+    return ce.view(n, t).sum(1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Modules
+# ----------------------------------------------------------------------------------------------------------
+
+class Encoder(nn.Module):
+    """Embedding → 1-layer LSTM → last hidden state → bias-free linear to ``[mu; logvar]`` (SPEC §2.1)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.enc_emb)
+        self.lstm = nn.LSTM(cfg.enc_emb, cfg.enc_hidden, batch_first=True)
+        self.linear = nn.Linear(cfg.enc_hidden, 2 * cfg.nz, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        _uniform_init(self, [self.embed])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _, (h, _) = self.lstm(self.embed(x))
+        mu, logvar = self.linear(h[-1]).float().chunk(2, dim=-1)
+        return mu, logvar
+
+
+class Decoder(nn.Module):
+    """z-conditioned LSTM decoder: ``c0 = W z``, ``h0 = tanh(c0)``, z concatenated to every input (SPEC §2.2)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dec_emb)
+        self.drop_in = nn.Dropout(cfg.dropout_in)
+        self.drop_out = nn.Dropout(cfg.dropout_out)
+        self.lstm = nn.LSTM(cfg.dec_emb + cfg.nz, cfg.dec_hidden, batch_first=True)
+        self.trans_z = nn.Linear(cfg.nz, cfg.dec_hidden, bias=False)
+        self.proj = nn.Linear(cfg.dec_hidden, cfg.vocab_size, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        _uniform_init(self, [self.embed])
+
+    def _init_state(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c0 = self.trans_z(z).unsqueeze(0)
+        return torch.tanh(c0), c0
+
+    def forward(self, inputs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B*S, T, V]`` for decoder ``inputs [B, T]`` and ``z [B, S, nz]``.
+
+        The input-dropout mask is drawn once per sentence and shared by its S samples (SPEC §2.2).
+        """
+        b, s, nz = z.shape
+        t = inputs.size(1)
+        emb = self.drop_in(self.embed(inputs))                       # [B, T, E]
+        emb = emb.unsqueeze(1).expand(b, s, t, emb.size(-1)).reshape(b * s, t, -1)
+        zf = z.reshape(b * s, nz)
+        # under autocast the embedding stays float32 while z may not; concatenate in one dtype
+        rnn_in = torch.cat([emb, zf.unsqueeze(1).expand(b * s, t, nz).to(emb.dtype)], dim=-1)
+        out, _ = self.lstm(rnn_in, self._init_state(zf))
+        return self.proj(self.drop_out(out))
+
+    def log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x | z) summed over the n+1 targets → ``[B, S]``."""
+        b, s, _ = z.shape
+        logits = self(x[:, :-1], z)
+        targets = x[:, 1:].unsqueeze(1).expand(b, s, x.size(1) - 1).reshape(b * s, -1)
+        return -token_nll(logits, targets).view(b, s)
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, max_len: int, bos: int, eos: int = EOS_ID, greedy: bool = True,
+                 generator: torch.Generator | None = None) -> list[list[int]]:
+        """Decode from ``z [B, nz]``: greedy (argmax) or ancestral sampling. Each row stops at ``</s>``
+        (not included) or after ``max_len`` tokens. Batched; equals one-at-a-time decoding row by row."""
+        b = z.size(0)
+        state = self._init_state(z)
+        tok = torch.full((b,), bos, dtype=torch.long, device=z.device)
+        done = torch.zeros(b, dtype=torch.bool, device=z.device)
+        out = torch.zeros((b, max_len), dtype=torch.long, device=z.device)
+        lengths = torch.full((b,), max_len, dtype=torch.long, device=z.device)
+        for step in range(max_len):
+            inp = torch.cat([self.embed(tok), z], dim=-1).unsqueeze(1)
+            h, state = self.lstm(inp, state)
+            logits = self.proj(h[:, 0]).float()
+            if greedy:
+                tok = logits.argmax(-1)
+            else:
+                tok = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+            out[:, step] = tok
+            newly = (tok == eos) & ~done
+            lengths[newly] = step
+            done |= tok == eos
+            if bool(done.all()):
+                break
+        out, lengths = out.tolist(), lengths.tolist()
+        return [row[:n] for row, n in zip(out, lengths)]
+
+
+class VAE(nn.Module):
+    kind = "vae"
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(x)
+
+    sample = staticmethod(reparameterize)
+
+    def reset_decoder(self) -> None:
+        """Re-initialise every decoder parameter, keeping the encoder (SPEC §3.5)."""
+        self.decoder.reset_parameters()
+
+    def rec_kl(self, x: torch.Tensor, nsamples: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-example Rec ``[B]`` (mean over samples), per-dim KL ``[B, nz]``, and ``mu, logvar``."""
+        mu, logvar = self.encoder(x)
+        z = reparameterize(mu, logvar, nsamples)
+        rec = -self.decoder.log_prob(x, z).mean(1)
+        return rec, kl_per_dim(mu, logvar), mu, logvar
+
+
+class LSTMLM(nn.Module):
+    """Embedding → dropout → LSTM (zero state) → dropout → bias-free projection (SPEC §2.5)."""
+
+    kind = "lm"
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dec_emb)
+        self.drop_in = nn.Dropout(cfg.dropout_in)
+        self.drop_out = nn.Dropout(cfg.dropout_out)
+        self.lstm = nn.LSTM(cfg.dec_emb, cfg.dec_hidden, batch_first=True)
+        self.proj = nn.Linear(cfg.dec_hidden, cfg.vocab_size, bias=False)
+        _uniform_init(self, [self.embed])
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x) summed over the n+1 targets → ``[B]``."""
+        out, _ = self.lstm(self.drop_in(self.embed(x[:, :-1])))
+        return -token_nll(self.proj(self.drop_out(out)), x[:, 1:])
+
+
+def build_model(kind: str, cfg: ModelConfig) -> nn.Module:
+    if kind == "vae":
+        return VAE(cfg)
+    if kind == "lm":
+        return LSTMLM(cfg)
+    raise ValueError(f"unknown model kind {kind!r}")
