@@ -1,0 +1,49 @@
+"""``textvae`` command line. Each module owns its subcommand through ``register(subparsers)``; this file only
+dispatches and turns the project's errors into one line on stderr and a non-zero exit."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from textvae import __version__
+from textvae.errors import TextvaeError
+
+# modules that register a subcommand, in the order `textvae --help` lists them
+COMMAND_MODULES = ["prepare", "training", "evaluation", "probing", "reporting", "gpu_slots", "pipeline"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="textvae", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"textvae {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"textvae.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"textvae.{name}":
+                continue  # optional module not present in this build
+            raise
+        if hasattr(module, "register"):
+            module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except TextvaeError as exc:
+        print(f"textvae {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"textvae {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,531 @@
+"""The one training loop (SPEC §4): SGD/Adam, gradient clipping, lr decay with reload-best, aggressive inner loop,
+atomic resumable checkpoints, per-epoch metrics.
+
+Run directory layout (docs/architecture.md): ``last.pt`` (resume state, written after every epoch),
+``best.pt`` (written once, when the run finishes), ``metrics.jsonl``, ``train.log``, ``vocab.txt``, ``config.json``.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from textvae.checkpoint import atomic_save, load_checkpoint, model_payload
+from textvae.data import Batches, Vocab, make_batches, read_corpus, split_path
+from textvae.errors import CheckpointError, ConfigError, TrainingError
+from textvae.methods import Method, get_method
+from textvae.model import VAE, LSTMLM, ModelConfig, build_model
+from textvae.objectives import BetaSchedule, vae_loss
+
+log = logging.getLogger("textvae.train")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs besides the data. Fields left ``None`` take the method's default (SPEC §3.12)."""
+
+    method: str
+    lam: float | None = None
+    init_from: str | None = None
+    seed: int = 783435
+    batch_size: int = 32
+    max_epochs: int = 100
+    lr: float | None = None
+    patience: int | None = None
+    min_epoch: int | None = None
+    lr_decay: float = 0.5
+    max_decays: int = 5
+    clip_grad: float = 5.0
+    warm_up: float = 10
+    kl_start: float | None = None
+    cyclic_epochs: int = 10
+    cyclic_start: float = 0.1
+    cyclic_ramp_epochs: float = 5
+    fbp_mode: str = "per_example"        # SPEC 3.4 ❓: per_example (fb 1) | batch_mean (fb 3)
+    fb_baseline_anneal: bool = False     # SPEC 3.4 ❓: anneal β for the FB/FBP baselines
+    pretrain_reset_decoder: bool = True  # SPEC 3.6 ❓: reset the decoder for +pretrain baselines
+    iwae_k: int = 10
+    iwae_code_compat: bool = False       # SPEC 3.9 ⚠: the authors' sign-flipped IW loss
+    aggressive_max_steps: int = 100
+    aggressive_check_every: int = 15
+    aggressive_clip: str = "all"         # all: clip over encoder+decoder grads (He et al.) | encoder: fast path
+    max_train: int | None = None         # use the first N training examples (slices for tests)
+    max_valid: int | None = None
+    device: str = "auto"
+    precision: str = "fp32"              # fp32 | bf16 (autocast; float32 master weights and losses)
+    progress: bool = True
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, model_cfg: dict[str, Any]):
+        self.cfg = cfg
+        self.method: Method = get_method(cfg.method)
+        m = self.method
+        if m.needs_lam and (cfg.lam is None or not cfg.lam > 0):
+            raise ConfigError(f"--lam: method {m.name!r} needs a target rate λ > 0 (got {cfg.lam})")
+        if not m.needs_lam and cfg.lam is not None:
+            raise ConfigError(f"--lam: method {m.name!r} takes no target rate")
+        if m.pretrained_encoder and not cfg.init_from:
+            raise ConfigError(f"--init-from: method {m.name!r} starts from an AE checkpoint; give its best.pt")
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(cfg.device)
+        self.lr0 = cfg.lr if cfg.lr is not None else m.lr
+        self.patience = cfg.patience if cfg.patience is not None else m.patience
+        self.min_epoch = cfg.min_epoch if cfg.min_epoch is not None else m.min_epoch
+        if cfg.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"--precision: expected fp32 or bf16, got {cfg.precision!r}")
+
+        train = read_corpus(split_path(data_dir, "train"), max_examples=cfg.max_train)
+        valid = read_corpus(split_path(data_dir, "valid"), max_examples=cfg.max_valid)
+        self.vocab = Vocab.build(train.sentences)
+        self.train_examples = [self.vocab.encode(s) for s in train.sentences]
+        self.valid_examples = [self.vocab.encode(s) for s in valid.sentences]
+        self.train_batches = make_batches(self.train_examples, cfg.batch_size, self.device)
+        self.valid_batches = make_batches(self.valid_examples, cfg.batch_size, self.device)
+
+        self.model_cfg = ModelConfig.from_dict({**model_cfg, "vocab_size": len(self.vocab)})
+        seed_everything(cfg.seed)
+        self.model = build_model(m.kind, self.model_cfg).to(self.device)
+        if m.pretrained_encoder:
+            self._load_pretrained(cfg.init_from)
+
+        kind = m.schedule
+        kl_start = cfg.kl_start if cfg.kl_start is not None else m.kl_start
+        if m.objective in ("fb", "fbp") and not m.pretrained_encoder and cfg.fb_baseline_anneal:
+            kind = "linear"
+        self.beta = BetaSchedule(kind, beta=m.beta, kl_start=kl_start, warm_up=cfg.warm_up,
+                                 n_train=len(self.train_examples), batch_size=cfg.batch_size,
+                                 batches_per_epoch=len(self.train_batches), cycle_epochs=cfg.cyclic_epochs,
+                                 cyclic_start=cfg.cyclic_start, ramp_epochs=cfg.cyclic_ramp_epochs)
+        self.schedule_kind = kind
+        self.state = {"epoch": 0, "step": 0, "lr": self.lr0, "best": math.inf, "ref": 1e4, "bad": 0,
+                      "decays": 0, "aggressive": m.aggressive, "prev_mi": 0.0, "history": []}
+        self.best_model: dict[str, torch.Tensor] | None = None
+        self._build_optimizers()
+
+    # ------------------------------------------------------------------------------------------------------
+    def _load_pretrained(self, path: str) -> None:
+        ckpt = load_checkpoint(path)
+        if ckpt.get("kind") != "vae":
+            raise CheckpointError(f"{path}: --init-from needs a VAE-family (AE) checkpoint, got kind {ckpt.get('kind')!r}")
+        if list(ckpt["vocab"]) != self.vocab.itos:
+            raise CheckpointError(f"{path}: vocabulary differs from the one built from this training data "
+                                  f"({len(ckpt['vocab'])} vs {len(self.vocab)} types)")
+        theirs = ModelConfig.from_dict(ckpt["model_config"])
+        if theirs != self.model_cfg:
+            raise CheckpointError(f"{path}: model sizes differ: checkpoint {theirs.to_dict()} vs run {self.model_cfg.to_dict()}")
+        self.model.load_state_dict(ckpt["model"])
+        # Ours and IWAE+pretrained enc always reset the decoder; the +pretrain baselines follow the SPEC 3.6 choice
+        if self.method.name in ("ours", "iwae_pretrain") or self.cfg.pretrain_reset_decoder:
+            self.model.reset_decoder()
+
+    def _build_optimizers(self) -> None:
+        lr = self.state["lr"]
+        make = (lambda ps: torch.optim.Adam(ps, lr=lr)) if self.method.optimizer == "adam" else \
+            (lambda ps: torch.optim.SGD(ps, lr=lr, momentum=0))
+        if isinstance(self.model, VAE):
+            self.enc_opt = make(self.model.encoder.parameters())
+            self.dec_opt = make(self.model.decoder.parameters())
+            self.optimizers = [self.enc_opt, self.dec_opt]
+        else:
+            self.optimizers = [make(self.model.parameters())]
+
+    def _autocast(self):
+        if self.cfg.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # ------------------------------------------------------------------------------------------------------
+    def batch_loss(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-example (loss, rec, kl) of the training objective."""
+        m = self.method
+        with self._autocast():
+            if m.kind == "lm":
+                nll = -self.model.log_prob(x)
+                return nll, nll, torch.zeros_like(nll)
+            t = vae_loss(self.model, x, m.objective, beta, self.cfg.lam, self.cfg.fbp_mode, self.cfg.iwae_k,
+                         self.cfg.iwae_code_compat)
+        return t.loss, t.rec, t.kl
+
+    def _step(self, loss: torch.Tensor, optimizers: list, clip_params) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(clip_params, self.cfg.clip_grad)
+        for opt in optimizers:
+            opt.step()
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise TrainingError(f"non-finite training loss ({loss.item()}) at epoch {self.state['epoch']} step "
+                                f"{self.state['step']}; the last good checkpoint is {self.out / 'last.pt'}")
+
+    def _aggressive_inner(self, x: torch.Tensor, beta: float) -> None:
+        """He et al.'s encoder-only inner loop (SPEC §3.8)."""
+        cfg, enc, dec = self.cfg, self.model.encoder, self.model.decoder
+        fast = cfg.aggressive_clip == "encoder"
+        if fast:
+            dec.requires_grad_(False)
+        clip_params = list(enc.parameters()) if fast else list(self.model.parameters())
+        try:
+            sub, s_loss, s_words, prev = 1, 0.0, 0, 1e4
+            batch = x
+            while sub < cfg.aggressive_max_steps:
+                loss, _, _ = self.batch_loss(batch, beta)
+                s_loss += loss.sum().item()
+                s_words += batch.size(0) * (batch.size(1) - 1)
+                mean = loss.mean()
+                self._check_finite(mean)
+                self._step(mean, [self.enc_opt], clip_params)
+                batch = self.train_batches.tensors[random.randrange(len(self.train_batches))]
+                if sub % cfg.aggressive_check_every == 0:
+                    cur = s_loss / s_words
+                    if cur > prev:
+                        break
+                    prev, s_loss, s_words = cur, 0.0, 0
+                sub += 1
+        finally:
+            if fast:
+                dec.requires_grad_(True)
+
+    def train_epoch(self) -> dict:
+        self.model.train()
+        st = self.state
+        order = self.train_batches.epoch_order(random.Random(self.cfg.seed * 1000003 + st["epoch"]))
+        tot_loss = tot_rec = tot_kl = 0.0
+        n = 0
+        all_params = list(self.model.parameters())
+        bar = tqdm(order, desc=f"epoch {st['epoch']}", unit="batch", leave=False, mininterval=2,
+                   disable=not self.cfg.progress, file=sys.stderr)
+        for k in bar:
+            x = self.train_batches.tensors[k]
+            st["step"] += 1
+            beta = self.beta(st["step"])
+            if st["aggressive"]:
+                self._aggressive_inner(x, beta)
+                loss, rec, kl = self.batch_loss(x, beta)
+                mean = loss.mean()
+                self._check_finite(mean)
+                self._step(mean, [self.dec_opt], all_params)
+            else:
+                loss, rec, kl = self.batch_loss(x, beta)
+                mean = loss.mean()
+                self._check_finite(mean)
+                self._step(mean, self.optimizers, all_params)
+            b = x.size(0)
+            tot_loss += loss.detach().sum().item()
+            tot_rec += rec.detach().sum().item()
+            tot_kl += kl.detach().sum().item()
+            n += b
+        return {"train_loss": tot_loss / n, "train_rec": tot_rec / n, "train_kl": tot_kl / n,
+                "beta": self.beta(st["step"])}
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Validation in eval mode with one z sample (SPEC §4); MI (Li, whole split), MI (He, per batch), AU."""
+        from textvae.evaluation import active_units, mutual_information
+
+        self.model.eval()
+        m = self.method
+        tot_rec = tot_kl = tot_iw = 0.0
+        mus, logvars, sizes = [], [], []
+        n = 0
+        for x in self.valid_batches:
+            b = x.size(0)
+            n += b
+            with self._autocast():
+                if m.kind == "lm":
+                    tot_rec += (-self.model.log_prob(x)).sum().item()
+                    continue
+                if m.val == "iw":
+                    t = vae_loss(self.model, x, "iwae", 1.0, iwae_k=self.cfg.iwae_k,
+                                 iwae_code_compat=self.cfg.iwae_code_compat)
+                    tot_iw += t.loss.sum().item()
+                else:
+                    t = vae_loss(self.model, x, "elbo", 1.0)
+            tot_rec += t.rec.sum().item()
+            tot_kl += t.kl.sum().item()
+            mu, logvar = self.model.encoder(x)
+            mus.append(mu.float())
+            logvars.append(logvar.float())
+            sizes.append(b)
+        out = {"val_rec": tot_rec / n}
+        if m.kind == "lm":
+            out["val_loss"] = out["val_nll"] = tot_rec / n
+            return out
+        out["val_kl"] = tot_kl / n
+        out["val_elbo"] = out["val_rec"] + out["val_kl"]
+        if m.val == "iw":
+            out["val_iw"] = tot_iw / n
+        out["val_loss"] = {"elbo": out["val_elbo"], "rec": out["val_rec"], "iw": out.get("val_iw")}[m.val]
+        mu, logvar = torch.cat(mus), torch.cat(logvars)
+        out["val_au"] = int(active_units(mu))
+        out["val_mi"] = float(mutual_information(mu, logvar, variant="li"))
+        out["val_mi_he"] = float(mutual_information(mu, logvar, variant="he", batch_sizes=sizes))
+        return out
+
+    # ------------------------------------------------------------------------------------------------------
+    def _resume_state(self) -> dict:
+        return {
+            **model_payload(self.model, self.vocab, self.run_info(), epoch=self.state["epoch"],
+                            best_val=self.state["best"]),
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "trainer_state": self.state,
+            "best_model": self.best_model,
+            "rng": _rng_state(),
+        }
+
+    def _restore(self, ckpt: dict) -> None:
+        if list(ckpt["vocab"]) != self.vocab.itos or ckpt["model_config"] != self.model_cfg.to_dict():
+            raise CheckpointError(f"{self.out / 'last.pt'}: resume state belongs to another vocabulary or model size")
+        if ckpt["run"].get("method") != self.method.name or ckpt["run"].get("lam") != self.cfg.lam:
+            raise CheckpointError(f"{self.out / 'last.pt'}: resume state is for method {ckpt['run'].get('method')} "
+                                  f"λ={ckpt['run'].get('lam')}, not {self.method.name} λ={self.cfg.lam}")
+        self.model.load_state_dict(ckpt["model"])
+        self.state = ckpt["trainer_state"]
+        self.best_model = ckpt["best_model"]
+        self._build_optimizers()
+        for opt, sd in zip(self.optimizers, ckpt["optimizers"]):
+            opt.load_state_dict(sd)
+        _set_rng_state(ckpt["rng"])
+
+    def run_info(self) -> dict:
+        return {**dataclasses.asdict(self.cfg), "method": self.method.name, "lr0": self.lr0,
+                "patience": self.patience, "min_epoch": self.min_epoch, "schedule": self.schedule_kind,
+                "objective": self.method.objective, "train_examples": len(self.train_examples),
+                "train_batches": len(self.train_batches), "vocab_size": len(self.vocab),
+                "device_used": str(self.device), "torch": torch.__version__}
+
+    def _write_metrics(self) -> None:
+        tmp = self.out / ".metrics.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.state["history"]))
+        tmp.replace(self.out / "metrics.jsonl")
+
+    def fit(self, resume: bool = False) -> dict:
+        cfg, st, m = self.cfg, self.state, self.method
+        last = self.out / "last.pt"
+        if resume and last.exists():
+            self._restore(load_checkpoint(last))
+            log.info("resumed from %s at epoch %d (step %d)", last, self.state["epoch"], self.state["step"])
+            st = self.state
+        else:
+            (self.out / "best.pt").unlink(missing_ok=True)
+        self.vocab.save(self.out / "vocab.txt")
+        (self.out / "config.json").write_text(json.dumps(self.run_info(), indent=2) + "\n")
+        log.info("method %s (%s); %d train / %d valid examples, %d train batches, vocab %d, device %s",
+                 m.name, m.description, len(self.train_examples), len(self.valid_examples),
+                 len(self.train_batches), len(self.vocab), self.device)
+        while st["epoch"] < cfg.max_epochs and st["decays"] < cfg.max_decays:
+            epoch = st["epoch"]
+            t0 = time.perf_counter()
+            rec = {"epoch": epoch, **self.train_epoch()}
+            seconds = time.perf_counter() - t0
+            rec.update(self.validate())
+            rec.update(lr=st["lr"], aggressive=st["aggressive"], seconds=round(seconds, 3),
+                       sentences_per_s=round(len(self.train_examples) / seconds, 1))
+            val = rec["val_loss"]
+            if not math.isfinite(val):
+                raise TrainingError(f"non-finite validation loss at epoch {epoch}; last good checkpoint is {last}")
+            if val < st["best"]:
+                st["best"] = val
+                self.best_model = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+                rec["new_best"] = True
+            # He et al.'s switch-off rule for aggressive training (SPEC §3.8)
+            if st["aggressive"]:
+                if rec["val_mi_he"] < st["prev_mi"]:
+                    st["aggressive"] = False
+                    log.info("aggressive training switched off after epoch %d", epoch)
+                st["prev_mi"] = rec["val_mi_he"]
+            # lr decay with reload-best (SPEC §4)
+            if val > st["ref"]:
+                st["bad"] += 1
+                if st["bad"] >= self.patience and epoch >= self.min_epoch:
+                    st["lr"] *= cfg.lr_decay
+                    st["decays"] += 1
+                    st["ref"], st["bad"] = val, 0
+                    self.model.load_state_dict(self.best_model)
+                    self._build_optimizers()
+                    rec["decayed_to"] = st["lr"]
+            else:
+                st["bad"], st["ref"] = 0, val
+            rec["best_val"] = st["best"]
+            st["history"].append(rec)
+            st["epoch"] = epoch + 1
+            atomic_save(self._resume_state(), last)
+            self._write_metrics()
+            log.info(_format_epoch(rec))
+        final = model_payload(self.model, self.vocab, self.run_info(), epoch=st["epoch"], best_val=st["best"])
+        final["model"] = self.best_model
+        atomic_save(final, self.out / "best.pt")
+        log.info("done after %d epochs; best validation %s = %.4f", st["epoch"], m.val, st["best"])
+        return {"best_val": st["best"], "epochs": st["epoch"], "history": st["history"]}
+
+
+def _format_epoch(r: dict) -> str:
+    parts = [f"epoch {r['epoch']:3d}", f"train {r['train_loss']:.3f}"]
+    if "val_elbo" in r:
+        parts += [f"rec {r['train_rec']:.3f}", f"kl {r['train_kl']:.3f}", f"beta {r['beta']:.3f}",
+                  f"| val -elbo {r['val_elbo']:.3f} rec {r['val_rec']:.3f} kl {r['val_kl']:.3f}",
+                  f"au {r['val_au']}", f"mi {r['val_mi']:.3f}"]
+    else:
+        parts.append(f"| val nll {r['val_loss']:.3f}")
+    parts += [f"lr {r['lr']:.4g}", f"{r['sentences_per_s']:.0f} sent/s"]
+    if r.get("new_best"):
+        parts.append("*")
+    if "decayed_to" in r:
+        parts.append(f"(lr -> {r['decayed_to']:.4g}, reloaded best)")
+    return " ".join(parts)
+
+
+def setup_logging(out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger("textvae")
+    root.setLevel(logging.INFO)
+    root.handlers.clear()
+    fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    for h in (logging.StreamHandler(sys.stderr), logging.FileHandler(out_dir / "train.log")):
+        h.setFormatter(fmt)
+        root.addHandler(h)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Configuration from params.yaml and the command line
+# ----------------------------------------------------------------------------------------------------------
+
+MODEL_KEYS = ("enc_emb", "dec_emb", "enc_hidden", "dec_hidden", "nz", "dropout_in", "dropout_out")
+
+
+def params_for_dataset(params_path: str | Path, dataset: str) -> tuple[dict, dict]:
+    """``(training overrides, model sizes)`` from params.yaml: the ``training`` and ``spec_choices`` sections
+    (keys that are TrainConfig fields) and ``datasets.<dataset>.sizes``."""
+    import yaml
+
+    params_path = Path(params_path)
+    try:
+        params = yaml.safe_load(params_path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{params_path}: cannot read parameters ({exc})") from None
+    datasets = params.get("datasets") or {}
+    if dataset not in datasets:
+        raise ConfigError(f"{params_path}: datasets.{dataset} is not defined (known: {', '.join(datasets)})")
+    sizes = dict((datasets[dataset] or {}).get("sizes") or {})
+    bad = set(sizes) - set(MODEL_KEYS)
+    if bad:
+        raise ConfigError(f"{params_path}: datasets.{dataset}.sizes.{sorted(bad)[0]} is not a model size key")
+    names = TrainConfig.field_names()
+    train = {}
+    for section in ("training", "spec_choices"):
+        for k, v in (params.get(section) or {}).items():
+            if k in names:
+                train[k] = v
+    return train, sizes
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train one model (any method of the paper)",
+                              description="Train one model on a prepared corpus (data/DATASET/{train,valid}.txt). "
+                                          "Writes RUN_DIR/{last.pt,best.pt,metrics.jsonl,train.log,vocab.txt,config.json}.")
+    p.add_argument("--data", required=True, help="prepared corpus directory holding train.txt and valid.txt")
+    p.add_argument("--method", required=True, help="one of: " + ", ".join(__import__("textvae.methods").methods.METHODS))
+    p.add_argument("--lam", type=float, help="target rate λ in nats (fb, fbp, ours); FB uses λ/nz per dimension")
+    p.add_argument("--init-from", help="AE checkpoint (best.pt of method ae) for pretrain*, iwae_pretrain, ours")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--config", help="params.yaml: training constants, SPEC choices and model sizes")
+    p.add_argument("--dataset", help="dataset name in params.yaml whose sizes to use (default: the --data folder name)")
+    for k in MODEL_KEYS:
+        p.add_argument("--" + k.replace("_", "-"), type=float if k.startswith("dropout") else int,
+                       help=f"model size override: {k}")
+    p.add_argument("--epochs", type=int, dest="max_epochs", help="maximum epochs (default 100)")
+    p.add_argument("--max-train", type=int, help="use only the first N training examples")
+    p.add_argument("--max-valid", type=int, help="use only the first N validation examples")
+    p.add_argument("--seed", type=int, help="random seed (default 783435)")
+    p.add_argument("--lr", type=float, help="initial learning rate (default: the method's, SPEC 4)")
+    p.add_argument("--patience", type=int, help="lr-decay patience in epochs (default: the method's)")
+    p.add_argument("--min-epoch", type=int, help="no lr decay before this epoch (default: the method's)")
+    p.add_argument("--batch-size", type=int, help="batch size (default 32)")
+    p.add_argument("--warm-up", type=float, help="KL annealing length in epochs (default 10)")
+    p.add_argument("--kl-start", type=float, help="first β of linear annealing (default: the method's)")
+    p.add_argument("--fbp-mode", choices=["per_example", "batch_mean"], help="FBP threshold mode (SPEC 3.4)")
+    p.add_argument("--iwae-k", type=int, help="IWAE samples (default 10)")
+    p.add_argument("--iwae-code-compat", action="store_true", default=None,
+                   help="train IWAE with the authors' sign-flipped bound (SPEC 3.9)")
+    p.add_argument("--aggressive-clip", choices=["all", "encoder"],
+                   help="aggressive inner steps: clip over all grads (He et al.) or encoder grads only (faster)")
+    p.add_argument("--device", help="auto (default), cpu or cuda[:N]")
+    p.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 autocast with float32 weights and losses")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt if it exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cli_train)
+
+
+def _cli_train(args) -> int:
+    out = Path(args.out)
+    setup_logging(out)
+    overrides: dict[str, Any] = {}
+    sizes: dict[str, Any] = {}
+    if args.config:
+        dataset = args.dataset or Path(args.data).name
+        overrides, sizes = params_for_dataset(args.config, dataset)
+    for k in MODEL_KEYS:
+        v = getattr(args, k)
+        if v is not None:
+            sizes[k] = v
+    names = TrainConfig.field_names()
+    for k, v in vars(args).items():
+        if k in names and v is not None and k != "method":
+            overrides[k] = v
+    if args.no_progress or not sys.stderr.isatty():
+        overrides["progress"] = False
+    cfg = TrainConfig(method=args.method, **{k: v for k, v in overrides.items() if k != "method"})
+    trainer = Trainer(cfg, args.data, out, sizes)
+    result = trainer.fit(resume=args.resume)
+    print(f"trained {cfg.method} for {result['epochs']} epochs; best validation {result['best_val']:.4f}; "
+          f"{out / 'best.pt'}")
+    return 0
