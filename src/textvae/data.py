@@ -33,10 +33,10 @@ class Corpus:
 
 
 def is_labelled_file(path: str | Path, probe_lines: int = 20) -> bool:
-    """A file is labelled when its first non-empty lines all look like ``label<TAB>text``."""
+    """A file is labelled (``label<TAB>text``) when any of its first lines holds a TAB; every line must then."""
     with open(path, "rb") as fh:
         lines = [ln for ln in (fh.readline() for _ in range(probe_lines)) if ln.strip()]
-    return bool(lines) and all(b"\t" in ln for ln in lines)
+    return any(b"\t" in ln for ln in lines)
 
 
 def read_corpus(path: str | Path, labelled: bool | None = None, max_examples: int | None = None) -> Corpus:

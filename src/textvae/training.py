@@ -341,7 +341,7 @@ class Trainer:
                 "patience": self.patience, "min_epoch": self.min_epoch, "schedule": self.schedule_kind,
                 "objective": self.method.objective, "train_examples": len(self.train_examples),
                 "train_batches": len(self.train_batches), "vocab_size": len(self.vocab),
-                "device_used": str(self.device), "torch": torch.__version__}
+                "device_used": str(self.device), "torch": str(torch.__version__)}
 
     def _write_metrics(self) -> None:
         tmp = self.out / ".metrics.jsonl.tmp"

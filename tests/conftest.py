@@ -1,0 +1,45 @@
+"""Shared test fixtures: where ../shared/data lives, small corpus slices, the textvae CLI as a subprocess."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    env = os.environ.get("TEXTVAE_SHARED_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    d = shared_data_dir()
+    if not (d / "ptb" / "ptb.train.txt").is_file():
+        pytest.skip(f"shared corpora not found at {d} (set TEXTVAE_SHARED_DATA)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def ptb_slice(shared_data, tmp_path_factory) -> Path:
+    """The first 2,000 PTB training sentences and 200 validation/test sentences."""
+    out = tmp_path_factory.mktemp("ptb_slice")
+    for split, src, n in (("train", "ptb.train.txt", 2000), ("valid", "ptb.valid.txt", 200),
+                          ("test", "ptb.test.txt", 200)):
+        with open(shared_data / "ptb" / src) as fh:
+            lines = [next(fh) for _ in range(n)]
+        (out / f"{split}.txt").write_text("".join(lines))
+    return out
+
+
+def run_cli(*args: str, check: bool = True, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m textvae ARGS`` and return the completed process (stdout/stderr as text)."""
+    proc = subprocess.run([sys.executable, "-m", "textvae", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"textvae {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
