@@ -100,6 +100,8 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = True   # SPEC §4
+    torch.backends.cudnn.benchmark = False
 
 
 class Trainer:
