@@ -1,0 +1,313 @@
+"""Benchmark of the importance-weighted NLL (SPEC §5.2) at K = 1000 in the PTB configuration.
+
+Measures, on this machine:
+  * matmul rates (fp32, bf16) for the two shapes that dominate: the vocabulary projection [rows,H]x[H,V] and
+    the LSTM recurrence [rows,H]x[H,4H];
+  * the authors' loop (one sentence at a time, chunks of 100 samples, re-encode per chunk, nn.LSTM decoder over
+    [100, T, V] logits) — reimplemented here with the project's model modules, as the baseline;
+  * ours (textvae.evaluation.iw_log_likelihood), fp32 and bf16, on real PTB test sentences;
+  * optionally, the bf16-vs-fp32 NLL difference on a trained checkpoint (--trained).
+Speed is measured with a random-weight model of the PTB sizes (vocab 10,002 from ptb.train.txt, emb 256, hidden
+256, nz 32): the arithmetic does not depend on the weights. Costs scale with the number of predicted tokens, so
+sentences/s are also reported normalised to the PTB-test mean of 82,430 / 3,761 = 21.917 tokens per sentence.
+
+    python bench/bench_evaluate.py --write            # prints a table and updates BENCHMARKS.md
+    python bench/bench_evaluate.py --trained results/ptb/fb/lam4/seed1/best.pt --check-sentences 100
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from textvae.checkpoint import load_model
+from textvae.data import Vocab, count_tokens, read_corpus
+from textvae.evaluation import FastVAE, iw_log_likelihood, plan_rows
+from textvae.model import ModelConfig, VAE, log_normal_diag, log_standard_normal, reparameterize
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TEXTVAE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+HEADING = "## Evaluation (IW-NLL, K = 1000)"
+PTB_TEST_TOKENS_PER_SENT = 82430 / 3761
+
+
+def sh(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False).stdout.strip()
+    except OSError:
+        return ""
+
+
+def cpu_model() -> str:
+    for line in sh(["lscpu"]).splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def best_time(fn, repeat: int = 5, number: int = 3) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.perf_counter() - t) / number)
+    return best
+
+
+def matmul_rates(h: int = 256, v: int = 10002) -> dict:
+    out = {}
+    for name, (m, k, n) in {"proj": (128, h, v), "lstm": (1024, h, 4 * h)}.items():
+        for dt in (torch.float32, torch.bfloat16):
+            a = torch.randn(m, k).to(dt)
+            b = torch.randn(n, k).to(dt)
+            t = best_time(lambda: a @ b.t())
+            out[f"{name}_{str(dt).split('.')[-1]}"] = 2 * m * k * n / t / 1e9
+    return out
+
+
+@torch.no_grad()
+def authors_loop(model: VAE, examples, K: int = 1000, ns: int = 100) -> torch.Tensor:
+    """The authors' evaluation loop: one sentence at a time; for each chunk of ns samples re-encode, sample,
+    run the nn.LSTM decoder over [ns, T] and the full [ns, T, V] logits; log-sum-exp over all K at the end."""
+    out = []
+    ns = min(ns, K)
+    for ex in examples:
+        x = torch.tensor([ex])
+        tmp = []
+        for _ in range(K // ns):
+            mu, logvar = model.encoder(x)
+            z = reparameterize(mu, logvar, ns)
+            tmp.append(model.decoder.log_prob(x, z) + log_standard_normal(z) - log_normal_diag(z, mu, logvar))
+        out.append(torch.logsumexp(torch.cat(tmp, -1), -1) - math.log(K))
+    return torch.cat(out)
+
+
+def ptb_setup(n_sent: int, seed: int = 0):
+    train = read_corpus(SHARED / "ptb" / "ptb.train.txt")
+    test = read_corpus(SHARED / "ptb" / "ptb.test.txt")
+    vocab = Vocab.build(train.sentences)
+    rng = random.Random(seed)
+    idx = sorted(rng.sample(range(len(test.sentences)), n_sent))
+    examples = [vocab.encode(test.sentences[i]) for i in idx]
+    return vocab, examples
+
+
+def per_sentence_best(fn, examples, repeat: int) -> float:
+    """Sum over sentences of the best of ``repeat`` timings of ``fn([sentence])`` (the machine may be shared:
+    the best run is the least disturbed one)."""
+    total = 0.0
+    for ex in examples:
+        best = float("inf")
+        for _ in range(repeat):
+            t = time.perf_counter()
+            fn([ex])
+            best = min(best, time.perf_counter() - t)
+        total += best
+    return total
+
+
+def run_ours(model, examples, K, precision, repeat=1, **kw) -> float:
+    fast = FastVAE(model, "cpu", precision)
+    iw_log_likelihood(fast, examples[:1], K, seed=1, **kw)          # warm-up
+    return per_sentence_best(lambda exs: iw_log_likelihood(fast, exs, K, seed=1, **kw), examples, repeat)
+
+
+def floor_table(cfg: ModelConfig, rates: dict) -> dict:
+    h, e, nz, v = cfg.dec_hidden, cfg.dec_emb, cfg.nz, cfg.vocab_size
+    tok = PTB_TEST_TOKENS_PER_SENT
+    k = 1000
+    authors = 4 * h * (e + nz + h) + h * v                  # per token per sample (nn.LSTM on [emb; z])
+    ours = 4 * h * h + h * v                                # embedding and z parts hoisted out of the loop
+    per_sample_once = 4 * h * nz + h * nz                   # W_z z and c0 = W z, once per sample
+    macs_authors = authors * tok * k
+    macs_ours = ours * tok * k + per_sample_once * k
+    proj = h * v * tok * k
+    lstm = macs_ours - proj
+    res = {"macs_authors": macs_authors, "macs_ours": macs_ours, "macs_proj": proj}
+    res["floor_fp32_s"] = 2 * macs_ours / (rates["proj_float32"] * 1e9)
+    res["floor_bf16_s"] = 2 * proj / (rates["proj_bfloat16"] * 1e9) + 2 * lstm / (rates["lstm_bfloat16"] * 1e9)
+    res["floor_authors_fp32_s"] = 2 * macs_authors / (rates["proj_float32"] * 1e9)
+    return res
+
+
+def write_section(text: str, path: Path) -> None:
+    body = path.read_text() if path.exists() else "# Benchmarks\n"
+    lines = body.splitlines()
+    start = next((i for i, l in enumerate(lines) if l.strip() == HEADING), None)
+    if start is None:
+        new = body.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
+    else:
+        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
+        new = "\n".join(lines[:start] + text.rstrip("\n").splitlines() + ([""] + lines[end:] if end < len(lines) else [])) + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(new)
+    tmp.replace(path)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sentences", type=int, default=48, help="PTB test sentences for our timings")
+    ap.add_argument("--baseline-sentences", type=int, default=6, help="sentences for the authors' loop")
+    ap.add_argument("-K", type=int, default=1000)
+    ap.add_argument("--repeat", type=int, default=3, help="timings per sentence; the best is kept")
+    ap.add_argument("--max-rows", type=int, default=None)
+    ap.add_argument("--proj-rows", type=int, default=None)
+    ap.add_argument("--sweep", action="store_true", help="also time a grid of (max_rows, proj_rows)")
+    ap.add_argument("--sweep-sentences", type=int, default=6)
+    ap.add_argument("--trained", help="trained VAE checkpoint for the bf16-vs-fp32 NLL check")
+    ap.add_argument("--check-data", help="text file of sentences for the check (default PTB test)")
+    ap.add_argument("--check-sentences", type=int, default=100)
+    ap.add_argument("--write", action="store_true", help="update the section of BENCHMARKS.md")
+    ap.add_argument("--json", help="also dump the raw numbers to this file")
+    args = ap.parse_args()
+
+    torch.manual_seed(0)
+    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "commit": sh(["git", "rev-parse", "HEAD"]),
+            "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "load_before": os.getloadavg()}
+    print(f"# {info['cpu']} ({info['cores']} cores, {info['threads']} threads), torch {info['torch']}, "
+          f"load {info['load_before'][0]:.2f}", flush=True)
+    rates = matmul_rates()
+    print("matmul GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()), flush=True)
+
+    vocab, examples = ptb_setup(args.sentences)
+    cfg = ModelConfig(vocab_size=len(vocab), enc_emb=256, dec_emb=256, enc_hidden=256, dec_hidden=256, nz=32)
+    model = VAE(cfg).eval()
+    tokens = count_tokens(examples)
+    tps = tokens / len(examples)
+    norm = tps / PTB_TEST_TOKENS_PER_SENT     # our sentences are this much longer/shorter than the test mean
+    rows = {}
+
+    base = examples[: args.baseline_sentences]
+    btok = count_tokens(base)
+    authors_loop(model, base[:1], 100)                              # warm-up
+    tb = per_sentence_best(lambda exs: authors_loop(model, exs, args.K), base, args.repeat)
+    rows["authors' loop (fp32)"] = {"sentences": len(base), "seconds": tb, "tokens": btok}
+    print(f"authors' loop: {len(base)} sentences ({btok / len(base):.1f} tok/sent) in {tb:.1f}s", flush=True)
+
+    kw = {"max_rows": args.max_rows, "proj_rows": args.proj_rows}
+    for prec in ("fp32", "bf16"):
+        sec = run_ours(model, examples, args.K, prec, args.repeat, **kw)
+        rows[f"ours ({prec})"] = {"sentences": len(examples), "seconds": sec, "tokens": tokens}
+        print(f"ours {prec}: {len(examples)} sentences ({tps:.1f} tok/sent) in {sec:.1f}s", flush=True)
+
+    sweep = []
+    if args.sweep:
+        sub = examples[:args.sweep_sentences]
+        for mr in (512, 1024, 2048):
+            for pr in (64, 128, 256, 512):
+                for prec in ("fp32", "bf16"):
+                    sec = run_ours(model, sub, args.K, prec, args.repeat, max_rows=mr, proj_rows=pr)
+                    r = count_tokens(sub) / sec / PTB_TEST_TOKENS_PER_SENT
+                    sweep.append((mr, pr, prec, r))
+                    print(f"  sweep max_rows {mr:5d} proj_rows {pr:4d} {prec}: {r:.2f} sent/s (test-mean length)",
+                          flush=True)
+
+    check = None
+    if args.trained:
+        tm, tvocab, ck = load_model(args.trained, "cpu")
+        src = args.check_data or str(SHARED / "ptb" / "ptb.test.txt")
+        sents = read_corpus(src).sentences
+        rng = random.Random(1)
+        pick = sorted(rng.sample(range(len(sents)), min(args.check_sentences, len(sents))))
+        exs = [tvocab.encode(sents[i]) for i in pick]
+        lp32 = iw_log_likelihood(FastVAE(tm, "cpu", "fp32"), exs, args.K, seed=7)
+        lp16 = iw_log_likelihood(FastVAE(tm, "cpu", "bf16"), exs, args.K, seed=7)
+        d = (-lp16) - (-lp32)
+        check = {"checkpoint": args.trained, "run": {k: ck.get("run", {}).get(k) for k in ("method", "lam",
+                 "max_train")}, "epoch": ck.get("epoch"), "vocab": len(tvocab), "sentences": len(exs),
+                 "nll_fp32": float(-lp32.mean()), "nll_bf16": float(-lp16.mean()), "mean_diff": float(d.mean()),
+                 "mean_abs_diff": float(d.abs().mean()), "max_abs_diff": float(d.abs().max())}
+        print("bf16 check:", json.dumps(check), flush=True)
+
+    info["load_after"] = os.getloadavg()
+    fl = floor_table(cfg, rates)
+    table = []
+    for name, r in rows.items():
+        sps_raw = r["sentences"] / r["seconds"]
+        sps = r["tokens"] / r["seconds"] / PTB_TEST_TOKENS_PER_SENT
+        table.append((name, r["sentences"], r["tokens"] / r["sentences"], sps_raw, sps,
+                      3761 / sps / 60))
+    base_sps = table[0][4]
+    print("\n| method | sentences | tok/sent | sent/s (raw) | sent/s (test-mean length) | PTB test at K=1000 (min) | vs authors |")
+    for name, n, t_, raw, sps, mins in table:
+        print(f"| {name} | {n} | {t_:.1f} | {raw:.2f} | {sps:.2f} | {mins:.1f} | {sps / base_sps:.2f}x |")
+
+    if args.json:
+        Path(args.json).write_text(json.dumps({"info": info, "rates": rates, "rows": rows, "floor": fl,
+                                               "sweep": sweep, "check": check}, indent=2))
+    if args.write:
+        write_section(render(info, rates, table, base_sps, fl, sweep, check, args, cfg, len(examples), tps),
+                      ROOT / "BENCHMARKS.md")
+        print("updated BENCHMARKS.md")
+    return 0
+
+
+def render(info, rates, table, base_sps, fl, sweep, check, args, cfg, n, tps) -> str:
+    cmd = "python bench/bench_evaluate.py " + " ".join(sys.argv[1:])
+    L = [HEADING, "",
+         f"- machine: {info['cpu']}, {info['cores']} cores ({info['threads']} torch threads), no GPU; "
+         f"load average {info['load_before'][0]:.2f} before / {info['load_after'][0]:.2f} after "
+         "(the machine is shared with other jobs; timings are best-effort)",
+         f"- torch {info['torch']}; commit `{info['commit'] or 'uncommitted'}`; {info['date']}",
+         f"- command: `{cmd}`; each sentence timed {args.repeat}× and the best kept (shared machine)",
+         f"- model: PTB configuration (vocab {cfg.vocab_size} built from ptb.train.txt, emb {cfg.dec_emb}, "
+         f"hidden {cfg.dec_hidden}, nz {cfg.nz}), random weights (the arithmetic does not depend on them); "
+         f"{n} random PTB test sentences ({tps:.2f} predicted tokens per sentence); cost is proportional to "
+         f"tokens, so sentences/s are also given at the test-set mean of {PTB_TEST_TOKENS_PER_SENT:.3f} tokens "
+         "per sentence", "",
+         "| method | sentences timed | tokens/sentence | sentences/s (raw) | sentences/s at test-mean length | "
+         "PTB test (3,761) at K = 1000 | vs authors' loop |",
+         "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, n_, t_, raw, sps, mins in table:
+        L.append(f"| {name} | {n_} | {t_:.1f} | {raw:.2f} | {sps:.2f} | {mins:.1f} min | {sps / base_sps:.2f}x |")
+    L += ["", "Matmul rates measured in the same run (best of 5×3):", "",
+          "| shape | fp32 GFLOP/s | bf16 GFLOP/s |", "|---|---:|---:|",
+          f"| projection [128, 256] × [256, 10002] | {rates['proj_float32']:.0f} | {rates['proj_bfloat16']:.0f} |",
+          f"| LSTM step [1024, 256] × [256, 1024] | {rates['lstm_float32']:.0f} | {rates['lstm_bfloat16']:.0f} |",
+          "", "Floor (multiply-adds per sentence at K = 1000, 21.917 tokens, over the measured matmul rate):", "",
+          f"- authors' structure, per token per sample 4·H·(E+nz+H) + H·V = "
+          f"{4 * 256 * (256 + 32 + 256):,} + {256 * cfg.vocab_size:,} MACs → {fl['macs_authors'] / 1e9:.1f} GMAC "
+          f"per sentence → ≥ {fl['floor_authors_fp32_s']:.2f} s/sentence in fp32 "
+          f"(≤ {1 / fl['floor_authors_fp32_s']:.2f} sentences/s)",
+          f"- ours (embedding and z parts hoisted: 4·H·H + H·V per token per sample) → "
+          f"{fl['macs_ours'] / 1e9:.1f} GMAC per sentence, of which the projection is "
+          f"{fl['macs_proj'] / 1e9:.1f} GMAC ({100 * fl['macs_proj'] / fl['macs_ours']:.0f} %)",
+          f"- fp32 floor: {fl['floor_fp32_s']:.2f} s/sentence → ≤ {1 / fl['floor_fp32_s']:.2f} sentences/s",
+          f"- bf16 floor (projection and recurrent matmuls in bf16): {fl['floor_bf16_s']:.2f} s/sentence → "
+          f"≤ {1 / fl['floor_bf16_s']:.2f} sentences/s"]
+    if sweep:
+        L += ["", f"Row-budget sweep ({args.sweep_sentences} sentences; sentences/s at test-mean length):", "",
+              "| max_rows | proj_rows | fp32 | bf16 |", "|---:|---:|---:|---:|"]
+        keyed = {}
+        for mr, pr, prec, r in sweep:
+            keyed.setdefault((mr, pr), {})[prec] = r
+        for (mr, pr), d in keyed.items():
+            L.append(f"| {mr} | {pr} | {d.get('fp32', float('nan')):.2f} | {d.get('bf16', float('nan')):.2f} |")
+    if check:
+        L += ["", "bf16 accuracy check (same seed, same samples; NLL difference bf16 − fp32 per sentence):", "",
+              f"- checkpoint `{check['checkpoint']}` (run {check['run']}, epoch {check['epoch']}, vocab "
+              f"{check['vocab']}), {check['sentences']} PTB test sentences, K = {args.K}",
+              f"- NLL fp32 {check['nll_fp32']:.4f}, bf16 {check['nll_bf16']:.4f}; mean difference "
+              f"{check['mean_diff']:+.4f}, mean |difference| {check['mean_abs_diff']:.4f}, max |difference| "
+              f"{check['max_abs_diff']:.4f} nats per sentence (tolerance 0.05)"]
+    L += ["", "GPU: no device was lent to this task, so no GPU figure was measured. On CUDA the same code runs with "
+          "rows sized from `--batch-budget-mb` (default 16 GiB) and one projection tile per step."]
+    return "\n".join(L) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,443 @@
+"""The pipeline (issue: Snakefile + params.yaml + dvc.yaml + profiles): params validation, the job plan, the
+Snakemake DAG against the plan and dvc.yaml, reruns after adding a λ, the Slurm profile, and the demo end to
+end on the embedded corpus through Snakemake and through `dvc repro` with a local remote."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from textvae import pipeline
+from textvae.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+PIPELINE_FILES = ["Snakefile", "params.yaml", "workflow", "profiles", "dvc.yaml", ".gitignore"]
+
+needs_snakemake = pytest.mark.skipif(shutil.which("snakemake") is None,
+                                     reason="snakemake not installed (pip install -e '.[pipeline]')")
+needs_dvc = pytest.mark.skipif(shutil.which("dvc") is None, reason="dvc not installed (pip install -e '.[pipeline]')")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------------
+
+def copy_pipeline(dest: Path) -> Path:
+    """A scratch copy of the pipeline files (the package itself is the installed one)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PIPELINE_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name)
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def edit_params(workdir: Path, fn) -> dict:
+    path = workdir / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    fn(params)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
+def tiny_demo(params: dict) -> None:
+    """The demo experiment alone, with settings small enough for a test."""
+    syn = params["datasets"]["synthetic"]
+    syn["prepare"] = {"examples": [300, 60, 60]}
+    syn["training"] = {"max_epochs": 1, "warm_up": 1, "min_epoch": 1, "patience": 1}
+    syn["evaluation"] = {"iw_samples": 3}
+    syn["probing"] = {"bleu": {"max_len": 20}, "smoothness": {"pairs": 200},
+                      "interpolate": {"pairs_interp": 1, "points": 3, "max_len": 20},
+                      "copy": {"samples": 5, "max_len": 20}, "classify": {"labels": [50], "max_epochs": 2}}
+    params["experiments"] = {"demo": params["experiments"]["demo"]}
+
+
+def run(argv: list[str], cwd: Path, env: dict | None = None, timeout: float = 900, check: bool = True):
+    proc = subprocess.run(argv, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-5000:]}")
+    return proc
+
+
+def snakemake(cwd: Path, *args: str, env: dict | None = None, check: bool = True, timeout: float = 900):
+    return run(["snakemake", *args], cwd, env, timeout, check)
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """The `Job stats` table of a snakemake dry run."""
+    m = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\n(?:total|\n)", output, re.S)
+    assert m, output[-2000:]
+    stats = {}
+    for line in m.group(1).splitlines():
+        name, count = line.split()
+        stats[name] = int(count)
+    return stats
+
+
+def dry_run_jobs(output: str) -> list[tuple[str, str]]:
+    """(rule, first output) of every job a dry run lists."""
+    jobs, rule = [], None
+    for line in output.splitlines():
+        m = re.match(r"(?:local)?rule (\w+):", line)
+        if m:
+            rule = m.group(1)
+            continue
+        m = re.match(r"\s+output: ([^,\s]+)", line)
+        if m and rule:
+            jobs.append((rule, m.group(1)))
+            rule = None
+    return jobs
+
+
+FAKE_TEXTVAE = textwrap.dedent('''\
+    #!{python}
+    """Stands in for `textvae`: writes each command's output files (names from textvae.pipeline)."""
+    import json, os, sys
+    from textvae import pipeline
+    argv = sys.argv[1:]
+    out = argv[argv.index("--out") + 1]
+    with open(os.environ["FAKE_TEXTVAE_LOG"], "a") as fh:
+        fh.write(json.dumps(argv) + "\\n")
+    if argv[0] in ("train", "data"):
+        names = pipeline.RUN_FILES if argv[0] == "train" else pipeline.DATA_FILES
+        os.makedirs(out, exist_ok=True)
+        for name in names:
+            with open(os.path.join(out, name), "w") as fh:
+                fh.write("{{}}\\n")
+    else:
+        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+        with open(out, "w") as fh:
+            fh.write("{{}}\\n")
+''')
+
+
+def fake_textvae_env(tmp_path: Path) -> dict:
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir(exist_ok=True)
+    exe = bin_dir / "textvae"
+    exe.write_text(FAKE_TEXTVAE.format(python=sys.executable))
+    exe.chmod(0o755)
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_TEXTVAE_LOG": str(tmp_path / "calls.jsonl"),
+            "TEXTVAE_FAKE_GPUS": "2", "TEXTVAE_GPU_LOCK_DIR": str(tmp_path / "locks")}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# params.yaml and the plan
+# ----------------------------------------------------------------------------------------------------------
+
+def test_params_yaml_is_valid_and_complete():
+    plan = pipeline.Plan.load(REPO / "params.yaml", REPO / pipeline.SCHEMA)
+    assert set(plan.experiments) == {"paper", "demo"}
+    assert plan.table_names() == list(pipeline.TABLE_KINDS)
+    jobs = plan.all_jobs()
+    names = [j.name for j in jobs]
+    assert len(names) == len(set(names))
+    assert all(j.argv[0] == "textvae" for j in jobs)
+    assert {j.rule for j in jobs if j.gpu} == {"train", "evaluate", "probe"}
+    # every output is made by exactly one job
+    outs = [o for j in jobs for o in j.outputs]
+    assert len(outs) == len(set(outs))
+    # inputs come from other jobs, never from nowhere
+    made = set(outs)
+    assert all(i in made for j in jobs for i in j.inputs)
+
+
+def test_methods_match_the_method_registry():
+    from textvae.methods import METHODS
+
+    assert set(pipeline.METHODS) == set(METHODS)
+    assert pipeline.LAM_METHODS == {m.name for m in METHODS.values() if m.needs_lam}
+    assert pipeline.PRETRAIN_METHODS == {m.name for m in METHODS.values() if m.pretrained_encoder}
+
+
+def test_table3_needs_the_paper_runs_and_one_ae_per_dataset():
+    plan = pipeline.Plan.load(REPO / "params.yaml", REPO / pipeline.SCHEMA)
+    jobs = {j.name: j for j in plan.all_jobs(["paper"])}
+    report = jobs["report-table3"]
+    runs = {tuple(f.split("/")[1:-2]) for f in report.inputs if f.endswith("eval_test.json")}
+    assert ("ptb", "ours", "lam8") in runs and ("yahoo", "fbp", "lam9") in runs and ("ptb", "lm") in runs
+    assert len(runs) == 22
+    ours = jobs["train-ptb-ours-lam8-seed783435"]
+    assert "--init-from" in ours.argv and "results/ptb/ae/seed783435/best.pt" in ours.inputs
+    assert ours.argv[ours.argv.index("--lam") + 1] == "8"
+    assert sum(1 for n in jobs if n.startswith("train-ptb-ae-")) == 1
+
+
+def test_demo_maps_every_table_onto_the_embedded_corpus():
+    plan = pipeline.Plan.load(REPO / "params.yaml", REPO / pipeline.SCHEMA)
+    demo = plan.experiment("demo")
+    sec, = plan.sections(demo, "table3")
+    assert sec.dataset == "synthetic" and sec.paper_datasets == ("ptb", "yahoo")
+    assert all(r.lam in (None, 3.0, 7.0) for r in sec.rows)
+    assert not any(r.paper_only for r in sec.rows)
+    datasets = {j.argv[3] for j in plan.all_jobs(["demo"]) if j.rule == "data"}
+    assert datasets == {"synthetic"}
+    assert all(t.startswith("reports/demo/") for t in plan.report_targets("demo"))
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda p: p["training"].__setitem__("lr_decay", 2), "training.lr_decay"),
+    (lambda p: p["training"].__setitem__("max_epoch", 3), "training"),
+    (lambda p: p["tables"]["table1"]["rows"].__setitem__(0, "ours@x"), "tables.table1.rows[0]"),
+    (lambda p: p["tables"]["table2"].__setitem__("datasets", ["ptb", "nope"]), "tables.table2.datasets[1]"),
+    (lambda p: p.__setitem__("seeds", []), "seeds"),
+    (lambda p: p["datasets"]["ptb"]["sizes"].__setitem__("enc_emb", -5), "datasets.ptb.sizes.enc_emb"),
+    (lambda p: p["experiments"]["demo"].__setitem__("dataset", "imagenet"), "experiments.demo.dataset"),
+])
+def test_bad_value_is_one_line_naming_the_key(edit, key):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    edit(params)
+    with pytest.raises(ConfigError) as info:
+        pipeline.check_params(params, REPO / pipeline.SCHEMA)
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"params.yaml: {key}"), msg
+
+
+def test_committed_dvc_yaml_is_generated_from_params():
+    plan = pipeline.Plan.load(REPO / "params.yaml", REPO / pipeline.SCHEMA)
+    assert (REPO / "dvc.yaml").read_text() == pipeline.dvc_yaml(plan), \
+        "dvc.yaml is stale: run `textvae pipeline dvc-yaml`"
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert set(stages) == {j.name for j in plan.all_jobs()}
+    assert {"paper", "demo"} <= set(stages)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Snakemake
+# ----------------------------------------------------------------------------------------------------------
+
+@needs_snakemake
+def test_lint_is_clean():
+    proc = snakemake(REPO, "--lint", check=False)
+    assert proc.returncode == 0 and "Congratulations" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+@needs_snakemake
+def test_dry_run_table3_lists_the_paper_scale_jobs():
+    # `--` ends the list of --resources values (Snakemake would read the target as a resource otherwise)
+    proc = snakemake(REPO, "-n", "--cores", "8", "--resources", "gpu=2", "--", "reports/table3.md")
+    out = proc.stdout + proc.stderr
+    assert job_stats(out) == {"prepare_data": 2, "train": 24, "evaluate": 22, "report": 1}
+    jobs = dry_run_jobs(out)
+    assert ("train", "results/yahoo/ours/lam9/seed783435/best.pt") in jobs
+    assert ("train", "results/ptb/ae/seed783435/best.pt") in jobs
+    # the paper-scale commands, with the GPU slot wrapper
+    assert "--config params.yaml --dataset yahoo" in out and "textvae.gpu_slots" in out
+    assert "--iw-samples 1000" in out
+
+
+@needs_snakemake
+def test_snakemake_dag_is_the_plan_and_dvc_yaml(tmp_path):
+    """Every job of the Snakemake DAG is a stage of dvc.yaml with the same command and outputs."""
+    proc = snakemake(REPO, "-n", "--cores", "1", "--forceall", "all")
+    out = proc.stdout + proc.stderr
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    by_output = {}
+    for name, st in stages.items():
+        for o in st["outs"]:
+            by_output[o if isinstance(o, str) else next(iter(o))] = st   # {path: {cache: false}} for reports
+    jobs = [(r, o) for r, o in dry_run_jobs(out) if r not in ("all",)]
+    assert len(jobs) == len(stages)
+    # printed with the default profile's printshellcmds; GPU jobs go through the slot wrapper
+    cmds = {re.sub(r"^\S+ -m textvae\.gpu_slots --slots-per-device \d+ -- ", "", c)
+            for c in re.findall(r"Shell command: (.*?) > logs/", out)}
+    assert cmds == {st["cmd"] for st in stages.values()}
+    for rule, first_out in jobs:
+        key = first_out if first_out in by_output else str(Path(first_out).parent)
+        assert key in by_output, (rule, first_out)
+
+
+@needs_snakemake
+def test_adding_a_lambda_reruns_only_the_new_jobs_and_their_reports(tmp_path):
+    work = copy_pipeline(tmp_path / "wf")
+
+    def paper_lm_tables(p):   # the tables with λ grids, and table3 which must not rerun
+        p["experiments"].pop("demo")
+        p["tables"] = {t: p["tables"][t] for t in ("table3", "table10", "table11")}
+        p["figures"].pop("curves")
+        for spec in (p["tables"]["table10"], p["tables"]["table11"], p["figures"]["tradeoff"]):
+            spec["lams"] = [2, 3]
+
+    edit_params(work, paper_lm_tables)
+    env = fake_textvae_env(tmp_path)
+    snakemake(work, "--cores", "2", "all", env=env)
+    assert "Nothing to be done" in snakemake(work, "-n", "--cores", "1", "all", env=env).stdout
+
+    def add_lambda_10(p):
+        # what a user does in params.yaml: append 10 to lam_grid (tables 10, 11 and the figures share it)
+        for spec in (p["tables"]["table10"], p["tables"]["table11"], p["figures"]["tradeoff"]):
+            spec["lams"] = spec["lams"] + [10]
+
+    edit_params(work, add_lambda_10)
+    out = snakemake(work, "-n", "--cores", "1", "all", env=env).stdout
+    jobs = set(dry_run_jobs(out)) - {("all", "")}
+    expected = {("train", f"results/{d}/{m}/lam10/seed783435/best.pt") for d in ("ptb", "snli", "yahoo")
+                for m in ("fbp", "ours")}
+    expected |= {("evaluate", f"results/{d}/{m}/lam10/seed783435/eval_test.json") for d in ("ptb", "snli", "yahoo")
+                 for m in ("fbp", "ours")}
+    expected |= {("report", f"reports/{t}") for t in ("table10.md", "table11.md", "fig_tradeoff_ptb.png",
+                                                      "fig_tradeoff_snli.png", "fig_tradeoff_yahoo.png")}
+    assert {j for j in jobs if j[0] != "all"} == expected
+    snakemake(work, "--cores", "2", "all", env=env)
+    assert "Nothing to be done" in snakemake(work, "-n", "--cores", "1", "all", env=env).stdout
+
+
+@needs_snakemake
+def test_bad_params_stop_snakemake_before_any_job(tmp_path):
+    work = copy_pipeline(tmp_path / "wf")
+    edit_params(work, lambda p: p["evaluation"].__setitem__("iw_samples", 0))
+    proc = snakemake(work, "-n", "--cores", "1", "all", check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].startswith("params.yaml: evaluation.iw_samples:")
+    assert "Job stats" not in proc.stdout
+
+
+SLURM_FAKES = {
+    # records each call, runs the job script right away (as a one-node cluster would) and prints a job id
+    "sbatch": textwrap.dedent('''\
+        #!{python}
+        import json, os, subprocess, sys
+        log = os.environ["FAKE_SLURM_LOG"]
+        args = sys.argv[1:]
+        n = sum(1 for _ in open(log)) + 1 if os.path.exists(log) else 1
+        with open(log, "a") as fh:
+            fh.write(json.dumps(args) + "\\n")
+        wrap = next((a[len("--wrap="):] for a in args if a.startswith("--wrap=")), None)
+        script = sys.stdin.read() if wrap is None else "#!/bin/sh\\n" + wrap
+        out = args[args.index("--output") + 1].replace("%j", str(n))
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        env = dict(os.environ, SLURM_JOB_ID=str(n))
+        with open(out, "w") as fh:
+            rc = subprocess.run(["/bin/sh", "-c", script], env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
+        with open(log + ".state", "a") as fh:
+            fh.write(f"{{n}}|{{'COMPLETED' if rc == 0 else 'FAILED'}}\\n")
+        print(n)
+        '''),
+    "sacct": "#!/bin/sh\ncase \"$*\" in *JobIdRaw*) cat \"$FAKE_SLURM_LOG.state\" 2>/dev/null;; esac\nexit 0\n",
+    "squeue": "#!/bin/sh\ncat \"$FAKE_SLURM_LOG.state\" 2>/dev/null\nexit 0\n",
+    "sinfo": "#!/bin/sh\nexit 0\n",
+    "scontrol": "#!/bin/sh\nexit 0\n",
+    "sacctmgr": "#!/bin/sh\nexit 0\n",
+    "sshare": "#!/bin/sh\nexit 0\n",
+    "scancel": "#!/bin/sh\nexit 0\n",
+    # srun -n1 --cpu-bind=q CMD...: run CMD
+    "srun": "#!/bin/sh\nwhile [ $# -gt 0 ]; do case \"$1\" in -*) shift;; *) break;; esac; done\nexec \"$@\"\n",
+}
+
+
+@needs_snakemake
+def test_slurm_profile_dry_run(tmp_path):
+    proc = snakemake(REPO, "-n", "--workflow-profile", "profiles/slurm", "--", "reports/table3.md")
+    assert job_stats(proc.stdout + proc.stderr)["train"] == 24
+
+
+@needs_snakemake
+def test_slurm_profile_submits_gpu_jobs(tmp_path):
+    """With fake Slurm commands on PATH: each train/evaluate job is one sbatch asking for one GPU on the GPU
+    partition; data preparation and reports stay on the submitting node."""
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    work = copy_pipeline(tmp_path / "wf")
+    env = fake_textvae_env(tmp_path)
+    bin_dir = tmp_path / "fakebin"
+    for name, text in SLURM_FAKES.items():
+        (bin_dir / name).write_text(text.format(python=sys.executable) if name == "sbatch" else text)
+        (bin_dir / name).chmod(0o755)
+    env["FAKE_SLURM_LOG"] = str(tmp_path / "sbatch.jsonl")
+    env.pop("TEXTVAE_FAKE_GPUS")
+    proc = snakemake(work, "--workflow-profile", "profiles/slurm", "--slurm-init-seconds-before-status-checks", "1",
+                     "--seconds-between-status-checks", "1", "--", "results/ptb/ours/lam4/seed783435/eval_test.json",
+                     "reports/table9.md", env=env, check=False, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    calls = [json.loads(line) for line in (tmp_path / "sbatch.jsonl").read_text().splitlines()]
+    # the AE, Ours λ=4 from it, and its evaluation: three Slurm jobs
+    assert len(calls) == 3
+    for argv in calls:
+        line = " ".join(argv)
+        assert "--gpus=1" in line and "-p gpu" in line and "--cpus-per-task=4" in line
+        assert re.search(r"--mem 32\d\d\d", line) and ("-t 2880" in line or "-t 720" in line)
+    made = [json.loads(line)[0] for line in Path(env["FAKE_TEXTVAE_LOG"]).read_text().splitlines()]
+    assert sorted(made) == ["data", "evaluate", "report", "train", "train"]
+    assert (work / "reports" / "table9.md").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the demo end to end (real textvae commands, tiny settings)
+# ----------------------------------------------------------------------------------------------------------
+
+NUMBER = re.compile(r"\|\s*-?\d+\.\d+(?: ± \d+\.\d+)?\s*\|")
+
+
+def assert_reports_hold_numbers(report_dir: Path, plan: pipeline.Plan) -> None:
+    exp = plan.experiment("demo")
+    for item in plan.report_items(exp):
+        path = report_dir / item
+        assert path.exists() and path.stat().st_size > 0, item
+        if item.endswith(".png"):
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            continue
+        text = path.read_text()
+        assert "missing" not in text.split("## Settings")[0], f"{item}:\n{text}"
+        if item == "table9.md":
+            assert re.search(r"\|\s*\d+ / \d+\s*\|", text), text
+        elif item == "table7.md":
+            assert re.search(r"\|\s*0\.0\s*\|", text) and re.search(r"\|\s*1\.0\s*\|", text), text
+        elif item != "index.md":
+            assert NUMBER.search(text), f"{item} holds no computed number:\n{text}"
+        assert "(paper)" not in text
+
+
+@needs_snakemake
+@pytest.mark.slow
+def test_demo_end_to_end_through_snakemake(tmp_path):
+    work = copy_pipeline(tmp_path / "wf")
+    edit_params(work, tiny_demo)
+    snakemake(work, "--cores", "2", "demo", timeout=1500)
+    plan = pipeline.Plan.load(work / "params.yaml", work / pipeline.SCHEMA)
+    assert_reports_hold_numbers(work / "reports" / "demo", plan)
+    assert "Nothing to be done" in snakemake(work, "-n", "--cores", "1", "demo").stdout
+
+
+@needs_dvc
+@pytest.mark.slow
+def test_demo_end_to_end_through_dvc_with_a_local_remote(tmp_path):
+    work = copy_pipeline(tmp_path / "wf")
+    edit_params(work, tiny_demo)
+    run([sys.executable, "-m", "textvae", "pipeline", "dvc-yaml"], work)
+    stages = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]
+    assert "demo" in stages and not any(n.startswith("data-ptb") for n in stages)
+    git_env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+               "GIT_COMMITTER_EMAIL": "t@t"}
+    run(["git", "init", "-q"], work)
+    run(["dvc", "init", "-q"], work)
+    run(["dvc", "config", "core.analytics", "false"], work)
+    run(["dvc", "remote", "add", "-d", "local", str(tmp_path / "remote")], work)
+    run(["dvc", "repro"], work, {"OMP_NUM_THREADS": "1"}, timeout=1800)
+    plan = pipeline.Plan.load(work / "params.yaml", work / pipeline.SCHEMA)
+    assert_reports_hold_numbers(work / "reports" / "demo", plan)
+    run(["git", "add", "-A"], work, git_env)
+    run(["git", "commit", "-q", "-m", "demo"], work, git_env)
+    run(["dvc", "push"], work)
+    # wipe the cache and every cached output (data, checkpoints, results), then get them back from the remote;
+    # the reports are committed to git (not cached by DVC)
+    shutil.rmtree(work / ".dvc" / "cache")
+    for d in ("data", "results"):
+        shutil.rmtree(work / d)
+    assert "Data and pipelines are up to date" not in run(["dvc", "status"], work).stdout
+    run(["dvc", "pull"], work)
+    assert_reports_hold_numbers(work / "reports" / "demo", plan)
+    assert (work / "results" / "synthetic" / "ours" / "lam3" / "seed783435" / "best.pt").exists()
+    status = run(["dvc", "status"], work).stdout
+    assert "Data and pipelines are up to date" in status, status

@@ -1,0 +1,42 @@
+# Shared by every rule: the cross-key checks of params.yaml (one line naming the bad key, before any job
+# starts), the plan of jobs (textvae.pipeline), wildcard shapes, and the GPU-slot wrapper.
+import sys
+from pathlib import Path
+
+from textvae import pipeline
+from textvae.errors import ConfigError
+
+try:
+    pipeline.check_params(config, pipeline.SCHEMA)
+    # the textvae commands read params.yaml itself: knobs set with --config/--configfile would not reach them
+    pipeline.check_same_knobs(config, pipeline.load_params("params.yaml"))
+    P = pipeline.Plan(config, "params.yaml")
+    _dvc_stale = Path("dvc.yaml").exists() and Path("dvc.yaml").read_text() != pipeline.dvc_yaml(P)
+except ConfigError as exc:
+    sys.exit(str(exc))
+if _dvc_stale:
+    print("textvae: note: dvc.yaml differs from params.yaml; run `textvae pipeline dvc-yaml` before "
+          "`dvc repro` (snakemake is not affected)", file=sys.stderr)
+
+# Runtime settings (profiles' `config:`), not experiment knobs: jobs per GPU for the slot pool.
+GPU_SLOTS_PER_DEVICE = config.get("gpu_slots_per_device", 1)
+# every GPU job goes through the slot pool (textvae.gpu_slots); it runs on the CPU when there is no GPU
+GPU_RUN = f"{sys.executable} -m textvae.gpu_slots --slots-per-device {GPU_SLOTS_PER_DEVICE} --"
+# the software of every job (used with `--sdm conda`; by default the current environment runs the jobs)
+ENV = "../envs/textvae.yaml"
+REPORT_DIRS = sorted({e.report_dir for e in P.experiments.values()}, key=len, reverse=True)
+
+
+wildcard_constraints:
+    dataset=r"[a-z][a-z0-9_]*",
+    run=r"[a-z_]+(/lam[0-9]+(\.[0-9]+)?)?",
+    seed=r"[0-9]+",
+    probe="|".join(pipeline.PROBES),
+
+
+def run_of(wc):
+    return pipeline.Run.parse(wc.dataset, wc.run, wc.seed)
+
+
+def report_job(wc, item=None):
+    return P.report_job(P.experiment_for_report_dir(wc.root), item or wc.item)

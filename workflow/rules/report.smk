@@ -1,0 +1,54 @@
+# Tables, figures and the index of each experiment: reports/ (paper) and reports/EXPERIMENT/.
+localrules:
+    prepare_data,
+    report,
+    report_index,
+
+
+rule report:
+    input:
+        lambda wc: report_job(wc).inputs,
+    output:
+        "{root}/{item}",
+    wildcard_constraints:
+        root="|".join(REPORT_DIRS),
+        item=r"(table[0-9]+|appendix_b)\.md|fig_[a-z]+_[a-z0-9_]+\.png",
+    params:
+        cmd=lambda wc: report_job(wc).cmd,
+        knobs=lambda wc: report_job(wc).knobs_json,
+    conda:
+        ENV
+    log:
+        "logs/{root}/{item}.log",
+    shell:
+        "{params.cmd} > {log} 2>&1"
+
+
+# The index links every table and figure: built after them, but not rebuilt when only their content changes
+# (ancient), so adding a λ reruns just the reports that show it.
+rule report_index:
+    input:
+        lambda wc: [ancient(f) for f in report_job(wc, "index.md").inputs],
+    output:
+        "{root}/index.md",
+    wildcard_constraints:
+        root="|".join(REPORT_DIRS),
+    params:
+        cmd=lambda wc: report_job(wc, "index.md").cmd,
+        knobs=lambda wc: report_job(wc, "index.md").knobs_json,
+    conda:
+        ENV
+    log:
+        "logs/{root}/index.md.log",
+    shell:
+        "{params.cmd} > {log} 2>&1"
+
+
+# `snakemake demo`, `snakemake paper`: every report of one experiment
+for _exp in P.experiments:
+
+    rule:
+        name:
+            _exp
+        input:
+            P.report_targets(_exp),
