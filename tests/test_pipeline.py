@@ -23,7 +23,8 @@ PIPELINE_FILES = ["Snakefile", "params.yaml", "workflow", "profiles", "dvc.yaml"
 
 needs_snakemake = pytest.mark.skipif(shutil.which("snakemake") is None,
                                      reason="snakemake not installed (pip install -e '.[pipeline]')")
-needs_dvc = pytest.mark.skipif(shutil.which("dvc") is None, reason="dvc not installed (pip install -e '.[pipeline]')")
+needs_dvc = pytest.mark.skipif(shutil.which("dvc") is None or shutil.which("git") is None,
+                               reason="dvc (pip install -e '.[pipeline]') or git not installed")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ LM_COLUMNS = {  # key: (header, decimals)
     "neg_elbo": ("-ELBO", 2), "elbo_ppl": ("ELBO PPL", 2), "kl": ("KL", 2),
 }
 SHORT = ["ppl", "rec", "au", "kl", "neg_elbo"]          # Tables 1-3
+# what the paper reports for the AE (SPEC §3.10) and the LSTM-LM (no latent variable)
+SHOWN = {"ae": ("rec", "mi", "au"), "lm": ("nll", "ppl")}
 FULL = ["nll", "ppl", "rec", "mi", "au", "neg_elbo", "elbo_ppl", "kl"]   # Tables 10-11
 
 TABLES = {
@@ -241,8 +243,13 @@ class Reporter:
                     body.append(cells)
                     continue
                 runs = self.runs(sec.dataset, row)
+                shown = SHOWN.get(row.method, columns)
                 for c in columns:
-                    cells += self.metric_cells(runs, lambda r: r.eval_json, _get(c), pref.get(c), LM_COLUMNS[c][1])
+                    if c in shown:
+                        cells += self.metric_cells(runs, lambda r: r.eval_json, _get(c), pref.get(c),
+                                                   LM_COLUMNS[c][1])
+                    else:
+                        cells += ["—", "—", ""] if self.paper else ["—"]
                 body.append(cells)
             header = ["Method"] + self.headers([LM_COLUMNS[c][0] for c in columns])
             parts.append(self.section_title(sec) + md_table(header, body))
@@ -582,8 +589,13 @@ class Reporter:
                 up = "../" * len(here.parts)
                 lines.append(f"- [`{o.name}`]({up}{rel.as_posix() + '/' if str(rel) != '.' else ''}index.md)")
         p = self.plan.params
+        used = {exp.map_dataset(d) for t in p.get("tables", {}).values() for d in t["datasets"]}
+        overrides = [f"- {DATASET_NAMES.get(d, d)} overrides: " + "; ".join(
+            f"{k} {json.dumps(v, separators=(',', ':'))}" for k, v in self.plan.datasets[d].items()
+            if k in ("training", "evaluation", "probing")) for d in sorted(used)
+            if any(k in self.plan.datasets[d] for k in ("training", "evaluation", "probing"))]
         lines += ["", "## Settings", "",
-                  f"- seeds: {list(exp.seeds)}",
+                  f"- seeds: {list(exp.seeds)}", *overrides,
                   "- evaluation: " + ", ".join(f"{k}={v}" for k, v in (p.get("evaluation") or {}).items()),
                   "- training: " + ", ".join(f"{k}={v}" for k, v in (p.get("training") or {}).items()),
                   "- SPEC choices: " + ", ".join(f"{k}={v}" for k, v in (p.get("spec_choices") or {}).items()),
