@@ -44,6 +44,8 @@ def test_every_method_trains_one_epoch_on_ptb_slice(method, ptb_slice, ae_ckpt, 
         args += ["--lam", "3"]
     if m.pretrained_encoder:
         args += ["--init-from", ae_ckpt]
+    if m.aggressive:  # a shorter inner loop keeps the test quick; the switch-off rule is still exercised
+        args += ["--aggressive-max-steps", "16"]
     run_cli(*args)
     model, vocab, ckpt = load_model(tmp_path / "best.pt")
     assert ckpt["kind"] == m.kind and ckpt["run"]["method"] == method

@@ -505,6 +505,8 @@ def register(subparsers) -> None:
                    help="train IWAE with the authors' sign-flipped bound (SPEC 3.9)")
     p.add_argument("--aggressive-clip", choices=["all", "encoder"],
                    help="aggressive inner steps: clip over all grads (He et al.) or encoder grads only (faster)")
+    p.add_argument("--aggressive-max-steps", type=int,
+                   help="aggressive: at most this many encoder steps per batch, minus one (default 100, SPEC 3.8)")
     p.add_argument("--device", help="auto (default), cpu or cuda[:N]")
     p.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 autocast with float32 weights and losses")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt if it exists")
