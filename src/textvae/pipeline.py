@@ -16,7 +16,6 @@ Paths (docs/architecture.md):
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import sys
@@ -758,15 +757,10 @@ def _cmd_jobs(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m textvae.pipeline check|dvc-yaml|jobs`` (the same as ``textvae pipeline``)."""
-    parser = argparse.ArgumentParser(prog="textvae")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except ConfigError as exc:
-        print(f"textvae pipeline: error: {exc}", file=sys.stderr)
-        return 1
+    """``python -m textvae.pipeline ...`` is ``textvae pipeline ...``."""
+    from textvae.cli import main as cli_main
+
+    return cli_main(["pipeline", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import argparse
 import copy as _copy
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from textvae.checkpoint import file_sha256, load_model
+from textvae.checkpoint import atomic_write_text, file_sha256, load_model
 from textvae.data import BOS_ID, EOS_ID, Vocab, make_batches, read_corpus, split_path
 from textvae.errors import CheckpointError, ConfigError, DataError
 
@@ -76,24 +75,9 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _atomic_write_text(text: str, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_json(obj: dict, path: str | Path) -> None:
     """Atomic JSON write (temporary file in the same directory, then rename)."""
-    _atomic_write_text(json.dumps(_jsonable(obj), indent=2, ensure_ascii=False) + "\n", path)
+    atomic_write_text(json.dumps(_jsonable(obj), indent=2, ensure_ascii=False) + "\n", path)
 
 
 def markdown_path(json_path: str | Path) -> Path:
@@ -593,7 +577,7 @@ def _finish(args, record: dict, t0: float, summary: str, markdown: str | None = 
     record["seconds"] = round(time.time() - t0, 3)
     if markdown is not None:
         md = markdown_path(args.out)
-        _atomic_write_text(markdown, md)
+        atomic_write_text(markdown, md)
         record["markdown"] = str(md)
     write_json(record, args.out)
     print(f"{summary} -> {args.out}")

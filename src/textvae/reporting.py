@@ -13,7 +13,6 @@ when the experiment runs on the paper's datasets; on the embedded corpus the num
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
@@ -661,14 +660,10 @@ def _cmd_report(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="textvae")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except ConfigError as exc:
-        print(f"textvae report: error: {exc}", file=sys.stderr)
-        return 1
+    """``python -m textvae.reporting ...`` is ``textvae report ...``."""
+    from textvae.cli import main as cli_main
+
+    return cli_main(["report", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -11,11 +11,10 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,10 @@ import torch
 from tqdm import tqdm
 
 from textvae.checkpoint import atomic_save, load_checkpoint, model_payload
-from textvae.data import Batches, Vocab, make_batches, read_corpus, split_path
+from textvae.data import Vocab, make_batches, read_corpus, split_path
 from textvae.errors import CheckpointError, ConfigError, TrainingError
 from textvae.methods import Method, get_method
-from textvae.model import VAE, LSTMLM, ModelConfig, build_model
+from textvae.model import VAE, ModelConfig, build_model
 from textvae.objectives import BetaSchedule, vae_loss
 
 log = logging.getLogger("textvae.train")
