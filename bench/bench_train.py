@@ -141,7 +141,8 @@ def main() -> None:
                 if ln.startswith("model name")), platform.processor())
     lines = ["## Training throughput (PTB configuration)", "",
              f"Machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, commit {commit}, "
-             f"{dt.date.today().isoformat()}.  ",
+             f"{dt.date.today().isoformat()}; load average at the end {os.getloadavg()[0]:.1f} "
+             "(other jobs share these 2 cores, so figures are lower bounds).  ",
              f"Command: `python bench/bench_train.py {' '.join(sys.argv[1:])}`.  ",
              "Real PTB training file, emb 256 / hidden 256 / nz 32, batch 32 exact-length batches, one job at a time; "
              f"{args.batches} timed batches after 5 warm-up batches ({args.agg_batches} outer batches for aggressive).",
