@@ -94,6 +94,22 @@ def _iw_se(q: dict, mu: float, logvar: float, K: int) -> float:
     return math.sqrt(max(math.exp(log_m2 - 2 * q["log_px"]) - 1.0, 0.0) / K)
 
 
+def test_bf16_projection_close_and_overflow_safe():
+    m = _tiny_vae(vocab_size=40, emb=8, hidden=16, nz=2, scale=1.0, seed=2)
+    x = torch.tensor(_examples(list(range(4, 40)), 3, [4], seed=3))
+    z = torch.randn(3, 50, 2, generator=torch.Generator().manual_seed(0))
+    f32, f16 = FastVAE(m), FastVAE(m, precision="bf16")
+    a = f32.log_px(f32.sentence_gates(x[:, :-1]), x[:, 1:], z)
+    b = f16.log_px(f16.sentence_gates(x[:, :-1]), x[:, 1:], z)
+    assert float((a - b).abs().max()) < 0.1
+    with torch.no_grad():                       # logits far above the target's: exp overflows in the fast path
+        m.decoder.proj.weight.mul_(30.0)
+    f32, f16 = FastVAE(m), FastVAE(m, precision="bf16")
+    a = f32.log_px(f32.sentence_gates(x[:, :-1]), x[:, 1:], z)
+    b = f16.log_px(f16.sentence_gates(x[:, :-1]), x[:, 1:], z)
+    assert bool(torch.isfinite(b).all()) and float(((a - b).abs() / a.abs()).max()) < 0.01
+
+
 def test_iw_matches_quadrature_1d_latent():
     m = _tiny_vae(scale=1.0, seed=3)
     exs = _examples([4, 5], 6, [2, 3, 2], seed=4)

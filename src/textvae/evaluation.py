@@ -252,6 +252,7 @@ class FastVAE:
                 aug[:, :h] = wp
                 aug[:, hp] = 1.0                                               # × (−c) → shift by the target logit
                 self.dec_wp_aug = aug.to(device=dev, dtype=torch.bfloat16)
+                self.dec_wp_aug32 = self.dec_wp_aug.float()                    # its exact fp32 values
                 self.dec_whh_bf16 = self.dec_whh.to(torch.bfloat16)
 
     # -------------------------------------------------------------------------------------------------
@@ -291,6 +292,13 @@ class FastVAE:
 
         ``ge [b, T, 4hp]`` from :meth:`sentence_gates`, ``targets [b, T]`` (``w_1 … w_n </s>``).
         """
+        out = self._log_px(ge, targets, z, proj_rows, safe=False)
+        if self.precision == "bf16" and not bool(torch.isfinite(out).all()):
+            out = self._log_px(ge, targets, z, proj_rows, safe=True)    # a logit > target logit + 88
+        return out
+
+    def _log_px(self, ge: torch.Tensor, targets: torch.Tensor, z: torch.Tensor, proj_rows: int,
+                safe: bool) -> torch.Tensor:
         b, s, nz = z.shape
         hp = self.hp
         t_len = targets.size(1)
@@ -311,7 +319,9 @@ class FastVAE:
         if bf16:
             haug = torch.zeros(rows, hp + AUG_COLS, dtype=torch.bfloat16, device=dev)
             haug[:, :hp] = h                                                   # bf16 copy of h (next step's input)
-        parts = []                                                             # per-tile token NLLs, step-major
+        parts = []                                       # per tile: token NLLs (fp32/safe) or Σ_v exp(out_v)
+        out_t = []                                       # bf16 fast path: the target's entry of out, per step
+        fast16 = bf16 and not safe
         for step in range(t_len):
             torch.add(gz[:r].view(b, s, 4 * hp), ge[:, step, None, :], out=gates[:r].view(b, s, 4 * hp))
             if rec16:
@@ -324,13 +334,21 @@ class FastVAE:
                 shift = (h * self.dec_wp[tg]).sum(1)                           # fp32 target logit
                 haug[:, :hp] = h
                 haug[:, hp] = -shift
+            if fast16:
+                # out = bf16(W̃ h̃ − c̃) has its target entry ≈ 0, so −log p = log Σ_v exp(out_v) − out_t needs no
+                # max-shift; the sum is accumulated in fp32. out_t is the same bf16-operand dot product in fp32.
+                out_t.append((haug.float() * self.dec_wp_aug32[tg]).sum(1))
             for a, e in tiles:
-                if bf16:
-                    logits = (haug[a:e] @ self.dec_wp_aug.t()).float()
+                if fast16:
+                    parts.append((haug[a:e] @ self.dec_wp_aug.t()).exp_().sum(1, dtype=torch.float32))
+                elif bf16:
+                    parts.append(F.cross_entropy((haug[a:e] @ self.dec_wp_aug.t()).float(), tg[a:e],
+                                                 reduction="none"))
                 else:
-                    logits = h[a:e] @ self.dec_wp.t()
-                parts.append(F.cross_entropy(logits, tg[a:e], reduction="none"))
+                    parts.append(F.cross_entropy(h[a:e] @ self.dec_wp.t(), tg[a:e], reduction="none"))
         nll = torch.cat(parts).view(t_len, rows)
+        if fast16:
+            nll = nll.log_().sub_(torch.stack(out_t))
         logp = torch.zeros(rows, dtype=torch.float64, device=dev)
         for step in range(t_len):                                              # fixed order, float64
             logp.sub_(nll[step])
