@@ -33,7 +33,7 @@ import torch
 from textvae.checkpoint import load_model
 from textvae.data import Vocab, count_tokens, read_corpus
 from textvae.evaluation import FastVAE, iw_log_likelihood, plan_rows
-from textvae.model import ModelConfig, VAE, log_normal_diag, log_standard_normal, reparameterize
+from textvae.model import ModelConfig, VAE, log_normal_diag, log_standard_normal, reparameterize, token_nll
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TEXTVAE_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -89,7 +89,10 @@ def authors_loop(model: VAE, examples, K: int = 1000, ns: int = 100) -> torch.Te
         for _ in range(K // ns):
             mu, logvar = model.encoder(x)
             z = reparameterize(mu, logvar, ns)
-            tmp.append(model.decoder.log_prob(x, z) + log_standard_normal(z) - log_normal_diag(z, mu, logvar))
+            # their loss: the full logits, then cross-entropy (token_nll), as in the authors' code
+            targets = x[:, 1:].expand(ns, -1)
+            log_px = -token_nll(model.decoder(x[:, :-1], z), targets).view(1, ns)
+            tmp.append(log_px + log_standard_normal(z) - log_normal_diag(z, mu, logvar))
         out.append(torch.logsumexp(torch.cat(tmp, -1), -1) - math.log(K))
     return torch.cat(out)
 

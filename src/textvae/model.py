@@ -74,10 +74,72 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, nsamples: int = 1,
 
 
 def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy summed over time in float32: logits ``[N, T, V]``, targets ``[N, T]`` → ``[N]``."""
+    """Cross-entropy summed over time in float32: logits ``[N, T, V]``, targets ``[N, T]`` → ``[N]``.
+
+    The plain PyTorch form (the authors' computation); training uses :func:`projected_nll`, which gives the
+    same values and gradients with fewer passes over the ``[N·T, V]`` logits."""
     n, t, v = logits.shape
     ce = F.cross_entropy(logits.reshape(n * t, v).float(), targets.reshape(n * t), reduction="none")
     return ce.view(n, t).sum(1)
+
+
+NLL_TILE_ROWS = 64   # rows of one softmax tile: [64, V] float32 stays in a core's cache for V ≈ 10k
+
+
+class _ProjectedNLL(torch.autograd.Function):
+    """Per-row ``−log softmax(h Wᵀ)[target]`` fused: one matmul, then one cache-sized pass per row tile that
+    turns the logits (in place) into probabilities and keeps the log-normaliser; the backward pass forms
+    ``g ⊙ (p − onehot)`` once and runs the two gradient matmuls. Matmuls run in ``dtype`` (bf16 under autocast),
+    everything else in float32. Replaces ``logits → .float() → log_softmax → nll`` and its backward, which
+    read and write the ``[N, V]`` logits about ten times."""
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, dtype):
+        hc, wc = h.to(dtype), weight.to(dtype)
+        probs = hc @ wc.t()                                          # [N, V] logits, overwritten below
+        n = probs.size(0)
+        nll = torch.empty(n, dtype=torch.float32, device=h.device)
+        rows = torch.arange(n, device=h.device)
+        for s in range(0, n, NLL_TILE_ROWS):
+            tile = probs[s:s + NLL_TILE_ROWS]
+            lf = tile.float()
+            lse = torch.logsumexp(lf, dim=1)
+            nll[s:s + NLL_TILE_ROWS] = lse - lf[rows[:tile.size(0)], targets[s:s + NLL_TILE_ROWS]]
+            tile.copy_(lf.sub_(lse[:, None]).exp_())
+        ctx.save_for_backward(hc, wc, targets, probs, nll)
+        ctx.h_dtype, ctx.w_dtype = h.dtype, weight.dtype
+        return nll
+
+    @staticmethod
+    def backward(ctx, g):
+        hc, wc, targets, probs, nll = ctx.saved_tensors
+        g = g.float()
+        grad = torch.empty_like(probs)
+        rows = torch.arange(probs.size(0), device=probs.device)
+        # g ⊙ (p − onehot) in float32, tile by tile; the target entry from p_target = exp(−nll) in float32
+        # (1 − p_target is ill-conditioned in bf16 when p_target is near 1)
+        for s in range(0, probs.size(0), NLL_TILE_ROWS):
+            e = min(s + NLL_TILE_ROWS, probs.size(0))
+            gt = probs[s:e].float().mul_(g[s:e, None])
+            gt[rows[:e - s], targets[s:e]] = g[s:e] * torch.expm1(-nll[s:e])
+            grad[s:e] = gt
+        dh = dw = None
+        if ctx.needs_input_grad[0]:
+            dh = (grad @ wc).to(ctx.h_dtype)
+        if ctx.needs_input_grad[1]:
+            dw = (grad.t() @ hc).to(ctx.w_dtype)
+        return dh, dw, None, None
+
+
+def projected_nll(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the bias-free projection ``h Wᵀ`` summed over time: ``h [N, T, H]``, ``W [V, H]``,
+    targets ``[N, T]`` → ``[N]`` float32. Equals ``token_nll(h @ W.T, targets)`` (under autocast: with the
+    matmuls in its dtype, as ``nn.Linear`` would run them)."""
+    n, t, hdim = h.shape
+    dtype = torch.get_autocast_dtype(h.device.type) if torch.is_autocast_enabled(h.device.type) else h.dtype
+    with torch.autocast(h.device.type, enabled=False):
+        nll = _ProjectedNLL.apply(h.reshape(n * t, hdim), weight, targets.reshape(n * t), dtype)
+    return nll.view(n, t).sum(1)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -125,7 +187,11 @@ class Decoder(nn.Module):
         return torch.tanh(c0), c0
 
     def forward(self, inputs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B*S, T, V]`` for decoder ``inputs [B, T]`` and ``z [B, S, nz]``.
+        """Logits ``[B*S, T, V]`` for decoder ``inputs [B, T]`` and ``z [B, S, nz]``."""
+        return self.proj(self.hidden(inputs, z))
+
+    def hidden(self, inputs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The (output-dropped) LSTM states ``[B*S, T, H]`` that the vocabulary projection reads.
 
         The input-dropout mask is drawn once per sentence and shared by its S samples (SPEC §2.2).
         """
@@ -137,14 +203,13 @@ class Decoder(nn.Module):
         # under autocast the embedding stays float32 while z may not; concatenate in one dtype
         rnn_in = torch.cat([emb, zf.unsqueeze(1).expand(b * s, t, nz).to(emb.dtype)], dim=-1)
         out, _ = self.lstm(rnn_in, self._init_state(zf))
-        return self.proj(self.drop_out(out))
+        return self.drop_out(out)
 
     def log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p(x | z) summed over the n+1 targets → ``[B, S]``."""
         b, s, _ = z.shape
-        logits = self(x[:, :-1], z)
         targets = x[:, 1:].unsqueeze(1).expand(b, s, x.size(1) - 1).reshape(b * s, -1)
-        return -token_nll(logits, targets).view(b, s)
+        return -projected_nll(self.hidden(x[:, :-1], z), self.proj.weight, targets).view(b, s)
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, max_len: int, bos: int, eos: int = EOS_ID, greedy: bool = True,
@@ -219,7 +284,7 @@ class LSTMLM(nn.Module):
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x) summed over the n+1 targets → ``[B]``."""
         out, _ = self.lstm(self.drop_in(self.embed(x[:, :-1])))
-        return -token_nll(self.proj(self.drop_out(out)), x[:, 1:])
+        return -projected_nll(self.drop_out(out), self.proj.weight, x[:, 1:])
 
 
 def build_model(kind: str, cfg: ModelConfig) -> nn.Module:
