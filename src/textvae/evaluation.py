@@ -43,7 +43,7 @@ from textvae.model import LOG_2PI, VAE, LSTMLM, kl_per_dim
 DEFAULT_SEED = 783435
 DEFAULT_BUDGET_MB = {"cpu": 1024, "cuda": 16384}   # a 2-core/24 GiB CPU box; an 80 GB GPU
 CPU_MAX_ROWS = 1024          # rows of one decoder pass on CPU (bench/bench_evaluate.py measured the optimum)
-CPU_PROJ_ROWS = 128          # rows of one vocabulary-projection tile on CPU (tile stays in L2/L3)
+CPU_PROJ_ROWS = 512          # rows of one vocabulary-projection tile on CPU (bench/bench_evaluate.py --sweep)
 MIN_GEMM_ROWS = 32           # fp32 CPU matmuls take another kernel path below ~12 rows (not row-invariant)
 WIDTH_MULTIPLE = 64          # LSTM widths padded so elementwise kernels never hit a scalar tail mid-row
 AUG_COLS = 32                # extra input columns of the bf16 projection (shift column + zero padding)
@@ -705,7 +705,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-rows", type=int, default=None,
                    help="(sentence, sample) rows of one decoder pass (default: CPU 1024, GPU from the budget)")
     p.add_argument("--proj-rows", type=int, default=None,
-                   help="rows of one vocabulary-projection tile (default: CPU 128, GPU = --max-rows)")
+                   help=f"rows of one vocabulary-projection tile (default: CPU {CPU_PROJ_ROWS}, GPU = --max-rows)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: bfloat16 vocabulary projection (recorded check against fp32, see --precision-check)")
     p.add_argument("--precision-check", type=int, default=None,
