@@ -140,7 +140,7 @@ def fake_textvae_env(tmp_path: Path) -> dict:
 
 def test_params_yaml_is_valid_and_complete():
     plan = pipeline.Plan.load(REPO / "params.yaml", REPO / pipeline.SCHEMA)
-    assert set(plan.experiments) == {"paper", "demo"}
+    assert set(plan.experiments) == {"paper", "demo", "ptb_cpu"}
     assert plan.table_names() == list(pipeline.TABLE_KINDS)
     jobs = plan.all_jobs()
     names = [j.name for j in jobs]
@@ -186,6 +186,59 @@ def test_demo_maps_every_table_onto_the_embedded_corpus():
     datasets = {j.argv[3] for j in plan.all_jobs(["demo"]) if j.rule == "data"}
     assert datasets == {"synthetic"}
     assert all(t.startswith("reports/demo/") for t in plan.report_targets("demo"))
+
+
+def test_ptb_cpu_runs_only_ptb_tables_on_its_alias_with_the_paper_column():
+    plan = pipeline.Plan.load(REPO / "params.yaml", REPO / pipeline.SCHEMA)
+    exp = plan.experiment("ptb_cpu")
+    assert exp.compares_to_paper and plan.table_names(exp) == ["table1", "table2", "table3"]
+    assert plan.report_items(exp) == ["table1.md", "table2.md", "table3.md", "fig_curves_ptb_cpu.png", "claims.md",
+                                      "index.md"]
+    sec, = plan.sections(exp, "table3")          # Yahoo's rows are not run
+    assert sec.dataset == "ptb_cpu" and sec.paper_datasets == ("ptb",)
+    assert [r.key for r in sec.rows] == ["lm", "vae", "anneal", "cyclic_reported", "cyclic", "aggressive", "fbp@3",
+                                         "fbp@2", "ours@8", "ours@6", "ours@4"]
+    jobs = {j.name: j for j in plan.all_jobs(["ptb_cpu"])}
+    assert jobs["data-ptb_cpu"].argv[:5] == ["textvae", "data", "prepare", "ptb", "--out"]
+    # results of their own: nothing under results/ptb (the paper experiment's runs)
+    assert not any(f.startswith("results/ptb/") for j in jobs.values() for f in j.outputs)
+    # per-method budgets: the AE longer, aggressive on a slice; the other methods the dataset's common cap
+    argv = {n: j.argv for n, j in jobs.items() if j.rule == "train"}
+
+    def opt(name, flag):
+        a = argv[name]
+        return a[a.index(flag) + 1] if flag in a else None
+    assert opt("train-ptb_cpu-ae-seed783435", "--epochs") == "9"
+    assert opt("train-ptb_cpu-vae-seed783435", "--epochs") == "3"
+    assert opt("train-ptb_cpu-aggressive-seed783435", "--max-train") == "6000"
+    assert opt("train-ptb_cpu-vae-seed783435", "--max-train") is None
+    assert opt("train-ptb_cpu-vae-seed783435", "--precision") == "bf16"
+    assert not any("methods" in a for v in argv.values() for a in v)
+    # a change of one method's budget is a rerun trigger of that method's runs only
+    before = {n: j.knobs_json for n, j in jobs.items() if j.rule != "report"}
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["datasets"]["ptb_cpu"]["training"]["methods"]["ae"]["max_epochs"] = 12
+    after = {j.name: j.knobs_json for j in pipeline.Plan(params).all_jobs(["ptb_cpu"]) if j.rule != "report"}
+    assert [n for n in before if before[n] != after[n]] == ["train-ptb_cpu-ae-seed783435"]
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda p: p["experiments"]["ptb_cpu"]["datasets"].__setitem__("ptb", "nope"), "experiments.ptb_cpu.datasets.ptb"),
+    (lambda p: p["experiments"]["ptb_cpu"].__setitem__("dataset", "synthetic"), "experiments.ptb_cpu"),
+    (lambda p: p["experiments"]["ptb_cpu"].__setitem__("tables", ["table12"]), "experiments.ptb_cpu.tables[0]"),
+    (lambda p: p["datasets"]["ptb_cpu"]["training"]["methods"].__setitem__("nope", {}),
+     "datasets.ptb_cpu.training.methods"),
+    (lambda p: p["datasets"]["ptb_cpu"]["training"]["methods"]["ae"].__setitem__("max_epochs", 0),
+     "datasets.ptb_cpu.training.methods.ae.max_epochs"),
+])
+def test_bad_experiment_is_one_line_naming_the_key(edit, key):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    edit(params)
+    with pytest.raises(ConfigError) as info:
+        pipeline.check_params(params, REPO / pipeline.SCHEMA)
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"params.yaml: {key}"), msg
 
 
 @pytest.mark.parametrize("edit, key", [
@@ -390,7 +443,12 @@ def assert_reports_hold_numbers(report_dir: Path, plan: pipeline.Plan) -> None:
             assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
             continue
         text = path.read_text()
-        assert "missing" not in text.split("## Settings")[0], f"{item}:\n{text}"
+        if item in ("claims.md", "index.md"):
+            # every claim of the paper gets a computed verdict in the demo (all its tables are run)
+            assert "## The paper's claims" in text and "⏳ not run" not in text and "❔" not in text, text
+        if item != "claims.md":
+            assert "missing" not in text.split("## Settings")[0].split("## The paper's claims")[0], \
+                f"{item}:\n{text}"
         if item == "table9.md":
             assert re.search(r"\|\s*\d+ / \d+\s*\|", text), text
         elif item == "table7.md":

@@ -282,3 +282,33 @@ def test_cyclic_schedule_restarts_each_cycle():
     assert s(451) == pytest.approx(1.0)
     assert s(1000) == 1.0
     assert s(1001) == pytest.approx(0.1)
+
+
+def _mu_spread(model: VAE, batches) -> float:
+    with torch.no_grad():
+        mu = torch.cat([model.encoder(x)[0] for x in batches])
+    return mu.var(0).mean().item()
+
+
+def test_encoder_init_torch_only_changes_a_new_encoder(ptb_slice, ae_ckpt, tmp_path):
+    """The AE-saddle finding (docs/demo.md): the SPEC's encoder starts input-independent (posterior means that
+    vary ~1e-10 across sentences), PyTorch's default initialisation does not; decoders keep the SPEC's."""
+    spec = Trainer(TrainConfig("ae", max_epochs=1), ptb_slice, tmp_path / "spec", TINY_SIZES)
+    torch_init = Trainer(TrainConfig("ae", max_epochs=1, encoder_init="torch"), ptb_slice, tmp_path / "t", TINY_SIZES)
+    batches = list(spec.valid_batches)[:20]
+    assert _mu_spread(spec.model, batches) < 1e-8
+    assert _mu_spread(torch_init.model, batches) > 1e-5
+    emb = torch_init.model.encoder.embed.weight
+    assert 0.9 < emb.std().item() < 1.1                      # N(0, 1), not U(-0.1, 0.1)
+    assert spec.model.encoder.embed.weight.abs().max() <= 0.1
+    for model in (spec.model, torch_init.model):
+        assert all(p.abs().max() <= 0.1 for p in model.decoder.parameters())
+    # same seed, same decoder: only the encoder differs
+    assert all(torch.equal(a, b) for a, b in zip(spec.model.decoder.parameters(), torch_init.model.decoder.parameters()))
+    # a pretrained encoder is never re-initialised
+    ours = Trainer(TrainConfig("ours", lam=3, init_from=str(ae_ckpt), encoder_init="torch"), ptb_slice,
+                   tmp_path / "ours", TINY_SIZES)
+    ae_model, _, _ = load_model(ae_ckpt)
+    assert all(torch.equal(a, b) for a, b in zip(ours.model.encoder.parameters(), ae_model.encoder.parameters()))
+    with pytest.raises(Exception, match="--encoder-init"):
+        Trainer(TrainConfig("ae", encoder_init="xavier"), ptb_slice, tmp_path / "bad", TINY_SIZES)

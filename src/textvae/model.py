@@ -37,6 +37,9 @@ class ModelConfig:
         return asdict(self)
 
 
+ENCODER_INITS = ("spec", "torch")
+
+
 def _uniform_init(module: nn.Module, embeddings: list[nn.Embedding]) -> None:
     """Every parameter ~ U(-0.01, 0.01), then embedding tables ~ U(-0.1, 0.1) (SPEC §2.4)."""
     for p in module.parameters():
@@ -157,8 +160,16 @@ class Encoder(nn.Module):
         self.linear = nn.Linear(cfg.enc_hidden, 2 * cfg.nz, bias=False)
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        _uniform_init(self, [self.embed])
+    def reset_parameters(self, init: str = "spec") -> None:
+        """``spec``: SPEC §2.4. ``torch``: PyTorch's own defaults (embedding N(0, 1), LSTM and linear
+        U(±1/√fan-in)), whose final state depends on the sentence from the first step (docs/demo.md)."""
+        if init == "torch":
+            for module in (self.embed, self.lstm, self.linear):
+                module.reset_parameters()
+        elif init == "spec":
+            _uniform_init(self, [self.embed])
+        else:
+            raise ValueError(f"unknown encoder initialisation {init!r}; choose from {', '.join(ENCODER_INITS)}")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         _, (h, _) = self.lstm(self.embed(x))

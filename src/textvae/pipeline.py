@@ -192,6 +192,14 @@ def semantic_error(params: dict, source: str = PARAMS) -> str | None:
             return f"{source}: experiments.{exp}: the name is taken by a Snakemake rule; choose another"
         if (spec or {}).get("dataset") and spec["dataset"] not in datasets:
             return f"{source}: experiments.{exp}.dataset: unknown dataset {spec['dataset']!r} (not under datasets)"
+        if (spec or {}).get("dataset") and (spec or {}).get("datasets"):
+            return f"{source}: experiments.{exp}: give `dataset` (replace every dataset) or `datasets` (aliases), not both"
+        for paper_ds, alias in ((spec or {}).get("datasets") or {}).items():
+            if alias not in datasets:
+                return f"{source}: experiments.{exp}.datasets.{paper_ds}: unknown dataset {alias!r} (not under datasets)"
+        for i, table in enumerate((spec or {}).get("tables") or []):
+            if table not in (params.get("tables") or {}):
+                return f"{source}: experiments.{exp}.tables[{i}]: {table!r} is not a table of params.yaml"
     return None
 
 
@@ -313,6 +321,13 @@ class Experiment:
     dataset: str | None     # replaces every dataset (no paper column then)
     lams: tuple | None      # λ snapped to the nearest of these
     seeds: tuple
+    aliases: tuple = ()     # ((paper dataset, dataset run in its place), ...): only these, paper column kept
+    tables: tuple | None = None   # only these tables (default: every table of params.yaml)
+    figures: tuple | None = None  # only these figures (default: every figure of params.yaml)
+
+    def runs_dataset(self, dataset: str) -> bool:
+        """Does the experiment run the paper dataset's sections (an aliased experiment runs only its own)?"""
+        return not self.aliases or dataset in dict(self.aliases)
 
     @property
     def report_dir(self) -> str:
@@ -323,7 +338,7 @@ class Experiment:
         return self.dataset is None
 
     def map_dataset(self, dataset: str) -> str:
-        return self.dataset or dataset
+        return self.dataset or dict(self.aliases).get(dataset, dataset)
 
     def map_lam(self, lam: float | None) -> float | None:
         if lam is None or not self.lams:
@@ -384,6 +399,13 @@ class Plan:
             return dict(base)
         return deep_merge(base, self.datasets[dataset].get(name))
 
+    def run_overrides(self, run: Run) -> dict:
+        """The dataset's training overrides for one run: its common ones, then those of the run's method
+        (``datasets.NAME.training.methods.METHOD``), e.g. a longer AE or a shorter aggressive run."""
+        over = dict(self.datasets[run.dataset].get("training") or {})
+        per_method = over.pop("methods", None) or {}
+        return {**over, **(per_method.get(run.method) or {})}
+
     @cached_property
     def experiments(self) -> dict[str, Experiment]:
         out = {}
@@ -391,7 +413,10 @@ class Plan:
             spec = spec or {}
             lams = tuple(float(x) for x in spec["lams"]) if spec.get("lams") else None
             seeds = tuple(spec.get("seeds") or self.params["seeds"])
-            out[name] = Experiment(name, spec.get("dataset"), lams, seeds)
+            aliases = tuple(sorted((spec.get("datasets") or {}).items()))
+            tables = tuple(spec["tables"]) if spec.get("tables") else None
+            figures = tuple(spec["figures"]) if spec.get("figures") is not None else None
+            out[name] = Experiment(name, spec.get("dataset"), lams, seeds, aliases, tables, figures)
         return out
 
     def experiment(self, name: str) -> Experiment:
@@ -408,8 +433,13 @@ class Plan:
         raise ConfigError(f"no experiment writes its reports to {report_dir!r}")
 
     # ---------------------------------------------------------------- tables → runs
-    def table_names(self) -> list[str]:
-        return [t for t in TABLE_KINDS if t in (self.params.get("tables") or {})]
+    def table_names(self, exp: Experiment | None = None) -> list[str]:
+        """The tables of params.yaml (in the paper's order), or those an experiment renders."""
+        names = [t for t in TABLE_KINDS if t in (self.params.get("tables") or {})]
+        if exp is None:
+            return names
+        return [t for t in names if (exp.tables is None or t in exp.tables)
+                and any(exp.runs_dataset(d) for d in self.params["tables"][t]["datasets"])]
 
     def sections(self, exp: Experiment, table: str) -> list[Section]:
         """The table's sections for the experiment; datasets mapped to the same one are merged."""
@@ -417,6 +447,8 @@ class Plan:
         lams = spec.get("lams") or []
         per_dataset = []
         for ds in spec["datasets"]:
+            if not exp.runs_dataset(ds):
+                continue
             rows = spec.get("rows") or []
             if isinstance(rows, dict):
                 rows = rows[ds]
@@ -429,7 +461,7 @@ class Plan:
             rows = [Row(m, float(lam)) for m in spec["methods"] for lam in sorted(spec["lams"])]
         else:
             rows = [Row.parse(r) for r in spec["rows"]]
-        return self._merge(exp, [(ds, rows) for ds in spec["datasets"]])
+        return self._merge(exp, [(ds, rows) for ds in spec["datasets"] if exp.runs_dataset(ds)])
 
     @staticmethod
     def _expand(text: str, lams) -> list[Row]:
@@ -459,11 +491,19 @@ class Plan:
     # ---------------------------------------------------------------- report items
     def report_items(self, exp: Experiment) -> list[str]:
         """File names of the experiment's reports, index.md last."""
-        items = [f"{t}.md" for t in self.table_names()]
+        items = [f"{t}.md" for t in self.table_names(exp)]
         for fig in FIGURES:
-            if fig in (self.params.get("figures") or {}):
+            if fig in (self.params.get("figures") or {}) and (exp.figures is None or fig in exp.figures):
                 items += [f"fig_{fig}_{sec.dataset}.png" for sec in self.figure_sections(exp, fig)]
+        if self.claim_tables(exp):
+            items.append("claims.md")
         return items + ["index.md"]
+
+    def claim_tables(self, exp: Experiment) -> list[str]:
+        """The experiment's tables that the paper's claims (and its acceptance checks) read."""
+        from textvae.claims import claim_tables
+
+        return [t for t in claim_tables(exp.name) if t in self.table_names(exp)]
 
     def report_targets(self, exp_name: str | None = None) -> list[str]:
         exps = [self.experiment(exp_name)] if exp_name else list(self.experiments.values())
@@ -473,7 +513,7 @@ class Plan:
         """The runs a report item shows and what it reads of each: ``evaluate`` (eval_test.json), a probe name
         (probe_NAME.json), ``train`` (metrics.jsonl) or None (no runs)."""
         stem = item.rsplit(".", 1)[0]
-        if stem == "index":
+        if stem in ("index", "claims"):
             return [], None
         if stem.startswith("fig_"):
             _, fig, dataset = stem.split("_", 2)
@@ -498,6 +538,8 @@ class Plan:
         stem = item.rsplit(".", 1)[0]
         if stem == "index":
             return [f"{exp.report_dir}/{i}" for i in self.report_items(exp) if i != "index.md"]
+        if stem == "claims":
+            return list(dict.fromkeys(f for t in self.claim_tables(exp) for f in self.item_inputs(exp, f"{t}.md")))
         runs, what = self.item_runs(exp, item)
         files = [self.product(run, what) for run in runs]
         if stem in TABLE_KINDS and TABLE_KINDS[stem] != "sizes":
@@ -510,16 +552,20 @@ class Plan:
             raise ConfigError(f"{self.params_path}: datasets.{dataset} is not defined")
         spec = self.datasets[dataset]
         out = f"data/{dataset}"
-        argv = ["textvae", "data", "prepare", dataset, "--out", out]
+        # an alias (ptb_cpu) prepares the registry's corpus (`corpus: ptb`) into its own folder
+        argv = ["textvae", "data", "prepare", spec.get("corpus", dataset), "--out", out]
         if spec.get("source"):
             argv += ["--source", spec["source"]]
         prep = dict(spec.get("prepare") or {})
         if "examples" in prep:
             prep["examples"] = ",".join(str(n) for n in prep["examples"])
         argv += options(prep)
-        keys = [f"datasets.{dataset}.{k}" for k in ("source", "prepare") if k in spec]
-        return Job("data", f"data-{dataset}", argv, [], [f"{out}/{f}" for f in DATA_FILES], keys,
-                   {"source": spec.get("source"), "prepare": spec.get("prepare")}, dvc_outs=[out])
+        keys = [f"datasets.{dataset}.{k}" for k in ("source", "prepare", "corpus") if k in spec]
+        knobs = {"source": spec.get("source"), "prepare": spec.get("prepare")}
+        if "corpus" in spec:
+            knobs["corpus"] = spec["corpus"]
+        return Job("data", f"data-{dataset}", argv, [], [f"{out}/{f}" for f in DATA_FILES], keys, knobs,
+                   dvc_outs=[out])
 
     def train_job(self, run: Run) -> Job:
         spec = self.datasets.get(run.dataset)
@@ -533,14 +579,14 @@ class Plan:
         if run.method in PRETRAIN_METHODS:
             argv += ["--init-from", run.ae.ckpt]
             inputs.append(run.ae.ckpt)
-        overrides = spec.get("training") or {}
+        overrides = self.run_overrides(run)
         argv += ["--out", run.dir, "--config", self.params_path, "--dataset", run.dataset, "--seed", str(run.seed),
                  *options(overrides, TRAIN_OPTION_NAMES), "--no-progress"]
         keys = ["training", "spec_choices", f"datasets.{run.dataset}.sizes"]
-        if overrides:
+        if spec.get("training"):
             keys.append(f"datasets.{run.dataset}.training")
-        knobs = {"training": self.section("training", run.dataset), "spec_choices": self.params["spec_choices"],
-                 "sizes": spec["sizes"]}
+        knobs = {"training": deep_merge(self.section("training"), overrides),
+                 "spec_choices": self.params["spec_choices"], "sizes": spec["sizes"]}
         return Job("train", f"train-{run.slug}", argv, inputs, [f"{run.dir}/{f}" for f in RUN_FILES], keys, knobs,
                    gpu=True)
 
@@ -584,7 +630,8 @@ class Plan:
         files = self.item_inputs(exp, item)
         argv = ["textvae", "report", stem, "--params", self.params_path, "--experiment", exp.name, "--out", out]
         keys = [f"experiments.{exp.name}", "seeds", "spec_choices", "evaluation", "training"]
-        knobs = {"experiment": [exp.name, exp.dataset, exp.lams, exp.seeds],
+        knobs = {"experiment": [exp.name, exp.dataset, exp.lams, exp.seeds, list(exp.aliases), exp.tables,
+                                exp.figures],
                  "settings": {k: self.params.get(k) for k in ("spec_choices", "evaluation", "training")}}
         # what the page shows, resolved (a λ that snaps onto an existing row changes nothing here)
         if stem.startswith("fig_"):
@@ -593,6 +640,10 @@ class Plan:
             knobs["sections"] = [_sec_key(s) for s in self.figure_sections(exp, fig) if f"fig_{fig}_{s.dataset}" == stem]
         elif stem == "index":
             knobs["items"] = self.report_items(exp)
+        elif stem == "claims":
+            tables = self.claim_tables(exp)
+            keys += [f"tables.{t}" for t in tables]
+            knobs["sections"] = {t: [_sec_key(s) for s in self.sections(exp, t)] for t in tables}
         elif stem == "table9":
             datasets = self._table_datasets(exp, "table9")
             keys += ["tables.table9"] + [f"datasets.{ds}.sizes" for ds in datasets]
@@ -609,7 +660,8 @@ class Plan:
         return Job("report", name.replace("_", "-"), argv, files, [out], keys, knobs)
 
     def _table_datasets(self, exp: Experiment, table: str) -> list[str]:
-        return list(dict.fromkeys(exp.map_dataset(d) for d in self.params["tables"][table]["datasets"]))
+        return list(dict.fromkeys(exp.map_dataset(d) for d in self.params["tables"][table]["datasets"]
+                                  if exp.runs_dataset(d)))
 
     # ---------------------------------------------------------------- the whole DAG
     def run_job(self, run: Run, what: str) -> Job:

@@ -23,7 +23,8 @@ from pathlib import Path
 from textvae.errors import ConfigError
 from textvae.pipeline import (PARAMS, TABLE_KINDS, Experiment, Plan, Row, Run, Section, fmt_lam, load_params)
 
-DATASET_NAMES = {"ptb": "PTB", "snli": "SNLI", "yahoo": "Yahoo", "yelp": "Yelp", "synthetic": "embedded corpus"}
+DATASET_NAMES = {"ptb": "PTB", "snli": "SNLI", "yahoo": "Yahoo", "yelp": "Yelp", "synthetic": "embedded corpus",
+                 "synthetic_s2": "embedded corpus (corpus seed 2)", "ptb_cpu": "PTB (CPU budget)"}
 # SPEC §1.1: the paper's split sizes
 PAPER_SPLITS = {"ptb": (42068, 3370, 3761), "snli": (100000, 10000, 10000), "yahoo": (100000, 10000, 10000),
                 "yelp": (100000, 10000, 10000)}
@@ -557,6 +558,23 @@ class Reporter:
         tmp.replace(out)
         return list(dict.fromkeys(self.results.missing))
 
+    def claims_section(self, heading: str = "##") -> str:
+        from textvae import claims
+
+        verdicts = claims.evaluate(self.plan, self.exp, self.results)
+        return claims.section_markdown(verdicts, DATASET_NAMES, heading)
+
+    def claims_page(self) -> str:
+        out = [f"# The paper's claims: experiment `{self.exp.name}`", "",
+               "Each claim of the paper (`src/textvae/paper_claims.yaml`) checked on this experiment's results: "
+               "holds, fails, not run (a run or row is missing) or missing value, with the numbers that decided "
+               "it (mean over seeds) and the table they come from.", ""]
+        body = self.claims_section()
+        missing = self.missing_block()
+        if missing:
+            out += [missing, ""]
+        return "\n".join(out + [body])
+
     def index(self) -> str:
         exp = self.exp
         lines = [f"# textvae reports: experiment `{exp.name}`", ""]
@@ -567,6 +585,9 @@ class Reporter:
             lines += [f"The paper's tables and figures run on the "
                       f"{DATASET_NAMES.get(exp.dataset, exp.dataset)} (`{exp.dataset}`) with small settings; "
                       "there is no paper column (the numbers would not be comparable).", ""]
+        if "claims.md" in self.plan.report_items(exp):
+            lines += [self.claims_section().replace("## The paper's claims", "## The paper's claims", 1),
+                      "Details and every number: [claims.md](claims.md).", ""]
         lines += ["## Tables", ""]
         for item in self.plan.report_items(exp):
             stem = item.rsplit(".", 1)[0]
@@ -622,7 +643,7 @@ def render(plan: Plan, exp: Experiment, item: str, out: Path, root: str | Path =
     rep = Reporter(plan, exp, root)
     if item.startswith("fig_"):
         return rep.figure(item, out)
-    text = rep.index() if item == "index" else rep.table(item)
+    text = rep.index() if item == "index" else rep.claims_page() if item == "claims" else rep.table(item)
     write_text(out, text)
     return list(dict.fromkeys(rep.results.missing))
 
@@ -630,8 +651,8 @@ def render(plan: Plan, exp: Experiment, item: str, out: Path, root: str | Path =
 def register(subparsers) -> None:
     p = subparsers.add_parser("report", help="render tables, figures and the index of an experiment",
                               description="Render a report page from the run results (docs/pipeline.md).")
-    p.add_argument("item", help="table1 … table11, appendix_b, fig_tradeoff_DATASET, fig_curves_DATASET, index, "
-                   "or all")
+    p.add_argument("item", help="table1 … table11, appendix_b, fig_tradeoff_DATASET, fig_curves_DATASET, claims, "
+                   "index, or all")
     p.add_argument("--params", default=PARAMS, help="parameters file (default params.yaml)")
     p.add_argument("--experiment", default="paper", help="experiment of params.yaml (default paper)")
     p.add_argument("--out", help="output file (default: the experiment's report directory); a directory for all")

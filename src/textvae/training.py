@@ -26,7 +26,7 @@ from textvae.checkpoint import atomic_save, load_checkpoint, model_payload
 from textvae.data import Vocab, make_batches, read_corpus, split_path
 from textvae.errors import CheckpointError, ConfigError, TrainingError
 from textvae.methods import Method, get_method
-from textvae.model import VAE, ModelConfig, build_model
+from textvae.model import ENCODER_INITS, VAE, ModelConfig, build_model
 from textvae.objectives import BetaSchedule, vae_loss
 
 log = logging.getLogger("textvae.train")
@@ -43,6 +43,7 @@ class TrainConfig:
     batch_size: int = 32
     max_epochs: int = 100
     lr: float | None = None
+    encoder_init: str = "spec"           # spec (SPEC 2.4) | torch (PyTorch's defaults; docs/demo.md: the AE saddle)
     patience: int | None = None
     min_epoch: int | None = None
     lr_decay: float = 0.5
@@ -139,6 +140,10 @@ class Trainer:
         self.model_cfg = ModelConfig.from_dict({**model_cfg, "vocab_size": len(self.vocab)})
         seed_everything(cfg.seed)
         self.model = build_model(m.kind, self.model_cfg).to(self.device)
+        if cfg.encoder_init not in ENCODER_INITS:
+            raise ConfigError(f"--encoder-init: expected one of {', '.join(ENCODER_INITS)}, got {cfg.encoder_init!r}")
+        if cfg.encoder_init != "spec" and isinstance(self.model, VAE) and not m.pretrained_encoder:
+            self.model.encoder.reset_parameters(cfg.encoder_init)
         if m.pretrained_encoder:
             self._load_pretrained(cfg.init_from)
 
@@ -313,6 +318,9 @@ class Trainer:
         out["val_loss"] = {"elbo": out["val_elbo"], "rec": out["val_rec"], "iw": out.get("val_iw")}[m.val]
         mu, logvar = torch.cat(mus), torch.cat(logvars)
         out["val_au"] = int(active_units(mu))
+        # the AE saddle (docs/demo.md): spread of the posterior means across sentences vs. the posterior noise
+        out["val_mu_var"] = float(mu.var(dim=0).mean())
+        out["val_sigma"] = float((0.5 * logvar).exp().mean())
         out["val_mi"] = float(mutual_information(mu, logvar, variant="li"))
         out["val_mi_he"] = float(mutual_information(mu, logvar, variant="he", batch_sizes=sizes))
         return out
@@ -493,6 +501,8 @@ def register(subparsers) -> None:
     p.add_argument("--max-valid", type=int, help="use only the first N validation examples")
     p.add_argument("--seed", type=int, help="random seed (default 783435)")
     p.add_argument("--lr", type=float, help="initial learning rate (default: the method's, SPEC 4)")
+    p.add_argument("--encoder-init", choices=list(ENCODER_INITS),
+                   help="initialise a new encoder as SPEC 2.4 (spec, default) or with PyTorch's defaults (torch)")
     p.add_argument("--patience", type=int, help="lr-decay patience in epochs (default: the method's)")
     p.add_argument("--min-epoch", type=int, help="no lr decay before this epoch (default: the method's)")
     p.add_argument("--batch-size", type=int, help="batch size (default 32)")
