@@ -155,6 +155,10 @@ class Check:
                                    "--format=csv,noheader"])
         info["commit"] = _git("rev-parse", "HEAD")
         info["dirty"] = bool(_git("status", "--porcelain", "--untracked-files=no"))
+        staged = CARRIED.parent / "COMMIT"
+        if not info["commit"] and staged.exists():       # the device's copy has no .git: --stage-data wrote it
+            info["commit"], dirty = (staged.read_text().split() + ["", ""])[:2]
+            info["dirty"] = dirty == "dirty"
         for mod in ("pytest", "snakemake", "dvc"):
             info[f"has_{mod}"] = subprocess.run([PY, "-c", f"import {mod}"], capture_output=True).returncode == 0
         self.result["info"] = info
@@ -437,7 +441,10 @@ def stage_data() -> int:
     CARRIED.mkdir(parents=True, exist_ok=True)
     for split in ("train", "valid", "test"):
         shutil.copyfile(src / f"ptb.{split}.txt", CARRIED / f"ptb.{split}.txt")
-    print(f"copied {src} to {CARRIED.relative_to(REPO)} (ignored by git; name data/gpu_check in `carry`)")
+    dirty = "dirty" if _git("status", "--porcelain", "--untracked-files=no") else "clean"
+    (CARRIED.parent / "COMMIT").write_text(f"{_git('rev-parse', 'HEAD')} {dirty}\n")
+    print(f"copied {src} to {CARRIED.relative_to(REPO)} and recorded the commit (ignored by git; name "
+          "data/gpu_check in `carry`)")
     return 0
 
 

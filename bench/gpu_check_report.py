@@ -28,7 +28,7 @@ def render(res: dict) -> str:
     info = res.get("info", {})
     steps = res.get("steps", {})
     smoke = res.get("mode") == "cpu-smoke"
-    L = ["## GPU check (bench/gpu_check.sh)" + (" — CPU smoke run, toy sizes: not a measurement" if smoke else ""),
+    L = ["### GPU check results (bench/gpu_check.sh)" + (" — CPU smoke run, toy sizes: not a measurement" if smoke else ""),
          "",
          f"- machine: {info.get('gpu') or 'no GPU'} ({_f(info.get('gpu_mib'), '{:,} MiB')}, capability "
          f"{info.get('capability')}), {info.get('cores')} CPU cores; nvidia-smi: {info.get('nvidia_smi')}",
@@ -158,13 +158,13 @@ def _tables(s: dict, iw: dict) -> list[str]:
                      f"{_f(r.get('vocab'), '{:,}')} | {_f(sps)} | {_f(epoch and epoch / 60, '{:.1f} min')} |")
     epoch_h = sum(worst.values()) / 3600
     runs = sum(len(p["rows"]) for p in phases)
-    iw_sps = iw_rates(iw).get("ours (bf16)")
+    iw_sps = iw_rates(iw).get("ours (fp32)")           # the pipeline's evaluate jobs run in fp32 (the default)
     eval_h = runs * PTB_TEST_SENTENCES / iw_sps / 3600 * (1000 / (iw.get("info") or {}).get("K", 1000)) \
         if iw_sps else None
     L += ["", f"Projection for one GPU: one epoch of every run = the slowest AE epoch + the slowest epoch of the "
           f"others running together = {epoch_h:.2f} h per epoch; at the 100-epoch cap of params.yaml at most "
           f"{100 * epoch_h:.0f} h (runs stop earlier when the learning rate has decayed 5 times; a run finishing "
           "early speeds up the rest, so this is an upper bound, and the aggressive rows' rate is that of their "
-          "aggressive phase). IW-NLL of the "
-          f"{runs} runs at K = 1000 in bf16, one after another: {_f(eval_h and eval_h * 60, '{:.1f} min')}."]
+          "aggressive phase; validation adds to the training-only epoch times). IW-NLL of the "
+          f"{runs} runs at K = 1000 in fp32, one after another: {_f(eval_h and eval_h * 60, '{:.1f} min')}."]
     return L

@@ -58,7 +58,7 @@ def test_gpu_check_cpu_smoke(tmp_path):
             assert r["exit"] == 0 and r["epochs"] >= 1 and r["sentences_per_s"] > 0, r
 
     md = (out / "gpu_check.md").read_text()
-    for heading in ("## GPU check", "CUDA tests", "Training throughput", "IW-NLL", "Packing", "Tables 1-3",
+    for heading in ("### GPU check results", "CUDA tests", "Training throughput", "IW-NLL", "Packing", "Tables 1-3",
                     "Projection for one GPU"):
         assert heading in md
     assert "| ours (bf16) |" in md and "| 2 |" in md
