@@ -288,7 +288,8 @@ class Check:
             phases.append(self.table_phase(label, plan, group, until))
             self.result["steps"]["tables"]["phases"] = phases
             self.save()
-        return {"runs": [r.run_id for r in first + rest], "phases": phases}
+        return {"runs": [r.run_id for r in first + rest], "phases": phases,
+                "max_epochs": plan.section("training", "ptb").get("max_epochs")}
 
     def table_phase(self, label: str, plan, group, until: float) -> dict:
         n = self.cfg["tables_max_train"]
@@ -480,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     chk.result["finished"] = True
     chk.save()
     chk.say(f"done: {out / 'gpu_check.md'}")
+    print("\n" + (out / "gpu_check.md").read_text(), flush=True)   # the device reply carries the output's tail
     failed = [n for n, s in chk.result["steps"].items() if not str(s["status"]).startswith(("ok", "skipped"))]
     return 1 if failed else 0
 

@@ -158,13 +158,17 @@ def _tables(s: dict, iw: dict) -> list[str]:
                      f"{_f(r.get('vocab'), '{:,}')} | {_f(sps)} | {_f(epoch and epoch / 60, '{:.1f} min')} |")
     epoch_h = sum(worst.values()) / 3600
     runs = sum(len(p["rows"]) for p in phases)
+    missing = [r["run"] for p in phases for r in p["rows"] if not r.get("sentences_per_s")]
     iw_sps = iw_rates(iw).get("ours (fp32)")           # the pipeline's evaluate jobs run in fp32 (the default)
     eval_h = runs * PTB_TEST_SENTENCES / iw_sps / 3600 * (1000 / (iw.get("info") or {}).get("K", 1000)) \
         if iw_sps else None
+    cap = s.get("max_epochs") or 100
     L += ["", f"Projection for one GPU: one epoch of every run = the slowest AE epoch + the slowest epoch of the "
-          f"others running together = {epoch_h:.2f} h per epoch; at the 100-epoch cap of params.yaml at most "
-          f"{100 * epoch_h:.0f} h (runs stop earlier when the learning rate has decayed 5 times; a run finishing "
+          f"others running together = {epoch_h:.2f} h per epoch; at the {cap}-epoch cap of params.yaml at most "
+          f"{cap * epoch_h:.0f} h (runs stop earlier when the learning rate has decayed 5 times; a run finishing "
           "early speeds up the rest, so this is an upper bound, and the aggressive rows' rate is that of their "
           "aggressive phase; validation adds to the training-only epoch times). IW-NLL of the "
           f"{runs} runs at K = 1000 in fp32, one after another: {_f(eval_h and eval_h * 60, '{:.1f} min')}."]
+    if missing:
+        L.append(f"Not in the projection (no epoch finished in the time box): {', '.join(missing)}.")
     return L
