@@ -36,7 +36,6 @@ from textvae.checkpoint import atomic_write_text  # noqa: E402
 CARRIED = REPO / "data" / "gpu_check" / "ptb"      # ignored by git; named in the device call's `carry`
 SHARED = REPO.parent / "shared" / "data" / "ptb"
 PY = sys.executable
-PTB_TRAIN_SENTENCES = 42068
 
 # (full, smoke) settings of each step; budgets in seconds
 FULL = dict(budget=540, env=20, data=30, tests=120, train=110, train_seconds=3.0, warmup=5, iw=75, iw_sentences=300,
