@@ -13,6 +13,11 @@ sentences/s are also reported normalised to the PTB-test mean of 82,430 / 3,761 
 
     python bench/bench_evaluate.py --write            # prints a table and updates BENCHMARKS.md
     python bench/bench_evaluate.py --trained results/ptb/fb/lam4/seed1/best.pt --check-sentences 100
+    python bench/bench_evaluate.py --device cuda --sentences 400 --json iw.json   # bench/gpu_check.py
+
+On CUDA (``--device cuda``, or ``--batched``) our evaluator is timed over all the sentences in one call, as
+``textvae evaluate`` runs it (rows from the GPU row budget, many sentences per decoder pass), with a device
+synchronisation before every clock read.
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ from pathlib import Path
 import torch
 
 from textvae.checkpoint import load_model
-from textvae.data import Vocab, count_tokens, read_corpus
+from textvae.data import Vocab, count_tokens, read_corpus, split_path
 from textvae.evaluation import FastVAE, iw_log_likelihood, plan_rows
 from textvae.model import ModelConfig, VAE, log_normal_diag, log_standard_normal, reparameterize, token_nll
 
@@ -55,13 +60,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+DEVICE = torch.device("cpu")     # set by --device; every timing synchronises it before reading the clock
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def best_time(fn, repeat: int = 5, number: int = 3) -> float:
     fn()
     best = float("inf")
     for _ in range(repeat):
+        sync()
         t = time.perf_counter()
         for _ in range(number):
             fn()
+        sync()
         best = min(best, (time.perf_counter() - t) / number)
     return best
 
@@ -70,8 +85,8 @@ def matmul_rates(h: int = 256, v: int = 10002) -> dict:
     out = {}
     for name, (m, k, n) in {"proj": (128, h, v), "lstm": (1024, h, 4 * h)}.items():
         for dt in (torch.float32, torch.bfloat16):
-            a = torch.randn(m, k).to(dt)
-            b = torch.randn(n, k).to(dt)
+            a = torch.randn(m, k).to(DEVICE, dt)
+            b = torch.randn(n, k).to(DEVICE, dt)
             t = best_time(lambda: a @ b.t())
             out[f"{name}_{str(dt).split('.')[-1]}"] = 2 * m * k * n / t / 1e9
     return out
@@ -84,7 +99,7 @@ def authors_loop(model: VAE, examples, K: int = 1000, ns: int = 100) -> torch.Te
     out = []
     ns = min(ns, K)
     for ex in examples:
-        x = torch.tensor([ex])
+        x = torch.tensor([ex], device=DEVICE)
         tmp = []
         for _ in range(K // ns):
             mu, logvar = model.encoder(x)
@@ -97,9 +112,11 @@ def authors_loop(model: VAE, examples, K: int = 1000, ns: int = 100) -> torch.Te
     return torch.cat(out)
 
 
-def ptb_setup(n_sent: int, seed: int = 0):
-    train = read_corpus(SHARED / "ptb" / "ptb.train.txt")
-    test = read_corpus(SHARED / "ptb" / "ptb.test.txt")
+def ptb_setup(n_sent: int, seed: int = 0, data: str | None = None):
+    """Vocabulary of the training file and ``n_sent`` random test sentences (``data``: a prepared corpus
+    directory with train.txt and test.txt; default the shared PTB files)."""
+    train = read_corpus(split_path(data, "train") if data else SHARED / "ptb" / "ptb.train.txt")
+    test = read_corpus(split_path(data, "test") if data else SHARED / "ptb" / "ptb.test.txt")
     vocab = Vocab.build(train.sentences)
     rng = random.Random(seed)
     idx = sorted(rng.sample(range(len(test.sentences)), n_sent))
@@ -134,8 +151,10 @@ def clean_best(fn, repeat: int, max_other: float = 0.2) -> float:
     best_clean = best_any = float("inf")
     clean = 0
     for k in range(3 * repeat):
+        sync()
         b0, s0, t0 = _cpu_busy(), _self_cpu(), time.perf_counter()
         fn()
+        sync()
         dt = time.perf_counter() - t0
         other = max(0.0, (_cpu_busy() - b0) - (_self_cpu() - s0)) / dt
         STATS["runs"] += 1
@@ -154,9 +173,13 @@ def per_sentence_best(fn, examples, repeat: int) -> float:
     return sum(clean_best(lambda: fn([ex]), repeat) for ex in examples)
 
 
-def run_ours(model, examples, K, precision, repeat=1, **kw) -> float:
-    fast = FastVAE(model, "cpu", precision)
+def run_ours(model, examples, K, precision, repeat=1, batched=False, **kw) -> float:
+    """Seconds for ``examples``: the sum of per-sentence best times, or (``batched``) the best time of one
+    call over all of them."""
+    fast = FastVAE(model, DEVICE, precision)
     iw_log_likelihood(fast, examples[:1], K, seed=1, **kw)          # warm-up
+    if batched:
+        return clean_best(lambda: iw_log_likelihood(fast, examples, K, seed=1, **kw), repeat)
     return per_sentence_best(lambda exs: iw_log_likelihood(fast, exs, K, seed=1, **kw), examples, repeat)
 
 
@@ -207,10 +230,19 @@ def main() -> int:
     ap.add_argument("--check-sentences", type=int, default=100)
     ap.add_argument("--write", action="store_true", help="update the section of BENCHMARKS.md")
     ap.add_argument("--json", help="also dump the raw numbers to this file")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    ap.add_argument("--batched", action="store_true", help="time all sentences in one call (default on CUDA)")
+    ap.add_argument("--data", help="prepared corpus directory (train.txt, test.txt); default the shared PTB files")
+    ap.add_argument("--budget-mb", type=float, default=None, help="working-memory budget of the evaluator")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    batched = args.batched or DEVICE.type == "cuda"
 
     torch.manual_seed(0)
     info = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "device": str(DEVICE), "batched": batched, "K": args.K,
+            "gpu": torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else None,
             "torch": torch.__version__, "commit": sh(["git", "rev-parse", "HEAD"]),
             "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "load_before": os.getloadavg()}
@@ -219,9 +251,9 @@ def main() -> int:
     rates = matmul_rates()
     print("matmul GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()), flush=True)
 
-    vocab, examples = ptb_setup(args.sentences)
+    vocab, examples = ptb_setup(args.sentences, data=args.data)
     cfg = ModelConfig(vocab_size=len(vocab), enc_emb=256, dec_emb=256, enc_hidden=256, dec_hidden=256, nz=32)
-    model = VAE(cfg).eval()
+    model = VAE(cfg).to(DEVICE).eval()
     tokens = count_tokens(examples)
     tps = tokens / len(examples)
     norm = tps / PTB_TEST_TOKENS_PER_SENT     # our sentences are this much longer/shorter than the test mean
@@ -234,9 +266,9 @@ def main() -> int:
     rows["authors' loop (fp32)"] = {"sentences": len(base), "seconds": tb, "tokens": btok}
     print(f"authors' loop: {len(base)} sentences ({btok / len(base):.1f} tok/sent) in {tb:.1f}s", flush=True)
 
-    kw = {"max_rows": args.max_rows, "proj_rows": args.proj_rows}
+    kw = {"max_rows": args.max_rows, "proj_rows": args.proj_rows, "budget_mb": args.budget_mb}
     for prec in ("fp32", "bf16"):
-        sec = run_ours(model, examples, args.K, prec, args.repeat, **kw)
+        sec = run_ours(model, examples, args.K, prec, args.repeat, batched, **kw)
         rows[f"ours ({prec})"] = {"sentences": len(examples), "seconds": sec, "tokens": tokens}
         print(f"ours {prec}: {len(examples)} sentences ({tps:.1f} tok/sent) in {sec:.1f}s", flush=True)
 
@@ -246,7 +278,7 @@ def main() -> int:
         for mr in (512, 1024, 2048):
             for pr in (64, 128, 256, 512):
                 for prec in ("fp32", "bf16"):
-                    sec = run_ours(model, sub, args.K, prec, args.repeat, max_rows=mr, proj_rows=pr)
+                    sec = run_ours(model, sub, args.K, prec, args.repeat, batched, max_rows=mr, proj_rows=pr)
                     r = count_tokens(sub) / sec / PTB_TEST_TOKENS_PER_SENT
                     sweep.append((mr, pr, prec, r))
                     print(f"  sweep max_rows {mr:5d} proj_rows {pr:4d} {prec}: {r:.2f} sent/s (test-mean length)",
@@ -254,14 +286,14 @@ def main() -> int:
 
     check = None
     if args.trained:
-        tm, tvocab, ck = load_model(args.trained, "cpu")
-        src = args.check_data or str(SHARED / "ptb" / "ptb.test.txt")
+        tm, tvocab, ck = load_model(args.trained, DEVICE)
+        src = args.check_data or str(split_path(args.data, "test") if args.data else SHARED / "ptb" / "ptb.test.txt")
         sents = read_corpus(src).sentences
         rng = random.Random(1)
         pick = sorted(rng.sample(range(len(sents)), min(args.check_sentences, len(sents))))
         exs = [tvocab.encode(sents[i]) for i in pick]
-        lp32 = iw_log_likelihood(FastVAE(tm, "cpu", "fp32"), exs, args.K, seed=7)
-        lp16 = iw_log_likelihood(FastVAE(tm, "cpu", "bf16"), exs, args.K, seed=7)
+        lp32 = iw_log_likelihood(FastVAE(tm, DEVICE, "fp32"), exs, args.K, seed=7)
+        lp16 = iw_log_likelihood(FastVAE(tm, DEVICE, "bf16"), exs, args.K, seed=7)
         d = (-lp16) - (-lp32)
         check = {"checkpoint": args.trained, "run": {k: ck.get("run", {}).get(k) for k in ("method", "lam",
                  "max_train")}, "epoch": ck.get("epoch"), "vocab": len(tvocab), "sentences": len(exs),

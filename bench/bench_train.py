@@ -2,10 +2,15 @@
 
     python bench/bench_train.py [--batches 150] [--methods ae vae ours aggressive] [--precision fp32 bf16]
                                 [--curve-epochs 0] [--write BENCHMARKS.md]
+    python bench/bench_train.py --device cuda --seconds 4 --rows-only --json rows.json   # bench/gpu_check.py
 
 Times real training steps (forward, backward, clip, SGD) over the first N batches of a shuffled epoch of the real
 PTB training file, after a warm-up, one job at a time. ``--curve-epochs E`` also trains E epochs of a PTB slice in
 fp32 and bf16 from the same seed and records both validation curves (the mixed-precision check).
+
+``--seconds S`` times as many batches as fit in S seconds instead (cycling over the epoch), ``--barrier DIR``
+makes several such jobs start their timed window together (the packing curve of bench/gpu_check.py), and on
+CUDA every timing is closed by a device synchronisation and each row records the job's peak GPU memory.
 """
 from __future__ import annotations
 
@@ -50,12 +55,34 @@ def matmul_gflops(dtype: torch.dtype, n: int = 1024, reps: int = 20) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously: a host clock read needs this first)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def wait_barrier(barrier: Path, timeout: float = 180.0) -> bool:
+    """Announce readiness (``ready.PID``) and wait for ``go`` in ``barrier``; False if it never came."""
+    barrier.mkdir(parents=True, exist_ok=True)
+    (barrier / f"ready.{os.getpid()}").touch()
+    end = time.monotonic() + timeout
+    while not (barrier / "go").exists():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def bench_method(data: Path, method: str, precision: str, batches: int, ae_ckpt: Path | None,
-                 aggressive_clip: str = "all") -> dict:
+                 aggressive_clip: str = "all", device: str = "auto", seconds: float | None = None,
+                 warmup: int = 5, barrier: Path | None = None, sizes: dict | None = None, **overrides) -> dict:
+    """One row: ``batches`` timed batches (or as many as fit in ``seconds``) after ``warmup`` batches."""
     cfg = TrainConfig(method=method, lam=4.0 if method in ("ours", "fb", "fbp") else None,
                       init_from=str(ae_ckpt) if method in ("ours", "pretrain", "pretrain_anneal") else None,
-                      precision=precision, progress=False, aggressive_clip=aggressive_clip)
-    t = Trainer(cfg, data, tempfile.mkdtemp(prefix="bench_run_"), PTB_SIZES)
+                      precision=precision, progress=False, aggressive_clip=aggressive_clip, device=device,
+                      **overrides)
+    t = Trainer(cfg, data, tempfile.mkdtemp(prefix="bench_run_"), sizes or PTB_SIZES)
+    dev = t.device
     t.model.train()
     order = t.train_batches.epoch_order(random.Random(0))
     all_params = list(t.model.parameters())
@@ -84,35 +111,49 @@ def bench_method(data: Path, method: str, precision: str, batches: int, ae_ckpt:
         return batch_loss(x, beta)
 
     t.batch_loss = counted
-    for k in order[:5]:
-        step(k)
-    sents = toks = 0
+    for i in range(warmup):
+        step(order[i % len(order)])
+    sync(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    started_together = wait_barrier(barrier) if barrier else None
+    sents = toks = done = 0
     passes.update(n=0, sents=0)
+    wall0 = time.time()
     start = time.perf_counter()
-    for k in order[5:5 + batches]:
-        s, w = step(k)
+    while (done < batches) if seconds is None else (time.perf_counter() - start < seconds):
+        s, w = step(order[(warmup + done) % len(order)])
         sents += s
         toks += w
+        done += 1
+    sync(dev)
     sec = time.perf_counter() - start
     row = {"method": method + ("" if aggressive_clip == "all" or method != "aggressive" else " (encoder clip)"),
-           "precision": precision, "batches": batches, "sentences": sents, "seconds": round(sec, 2),
-           "sentences_per_s": round(sents / sec, 1), "tokens_per_s": round(toks / sec),
-           "passes": passes["n"], "pass_sentences_per_s": round(passes["sents"] / sec, 1)}
+           "precision": precision, "device": str(dev), "batches": done, "sentences": sents,
+           "seconds": round(sec, 3), "sentences_per_s": round(sents / sec, 1), "tokens_per_s": round(toks / sec),
+           "passes": passes["n"], "pass_sentences_per_s": round(passes["sents"] / sec, 1),
+           "window": [round(wall0, 3), round(wall0 + sec, 3)], "vocab": len(t.vocab)}
+    if dev.type == "cuda":
+        row["peak_gpu_mib"] = round(torch.cuda.max_memory_reserved(dev) / 2**20)
+    if barrier:
+        row["started_together"] = started_together
     if method == "aggressive":
         # outer sentences/s at the authors' operating point: AGG_INNER encoder passes + 1 decoder pass per batch
         row["sentences_per_s_at_61_passes"] = round(passes["sents"] / sec / (AGG_INNER + 1), 1)
     return row
 
 
-def flops_bound(rate_gflops: float, tokens_per_sentence: float = 22.1, v: int = 10002) -> float:
-    """Sentences/s if every multiply-add of a training step ran at the measured matmul rate.
+def train_flops_per_token(v: int = 10002, e: int = 256, h: int = 256, nz: int = 32) -> float:
+    """FLOPs of one training step per predicted token (one z sample), PTB configuration by default.
 
-    Per token: encoder LSTM 4H(E+H), decoder LSTM 4H(E+nz+H), projection H·V; backward ≈ 2× forward → 3×."""
-    e = h = 256
-    nz = 32
-    macs = 4 * h * (e + h) + 4 * h * (e + nz + h) + h * v
-    flops_per_sentence = 3 * 2 * macs * tokens_per_sentence
-    return rate_gflops * 1e9 / flops_per_sentence
+    Per token: encoder LSTM 4H(E+H), decoder LSTM 4H(E+nz+H), projection H·V multiply-adds; backward ≈ 2×
+    forward → 3 × 2 FLOPs per multiply-add."""
+    return 3 * 2 * (4 * h * (e + h) + 4 * h * (e + nz + h) + h * v)
+
+
+def flops_bound(rate_gflops: float, tokens_per_sentence: float = 22.1, v: int = 10002) -> float:
+    """Sentences/s if every multiply-add of a training step ran at the measured matmul rate."""
+    return rate_gflops * 1e9 / (train_flops_per_token(v) * tokens_per_sentence)
 
 
 def components(precision: str, b: int = 32, t: int = 22, v: int = 10002, reps: int = 10) -> dict:
@@ -158,17 +199,36 @@ def main() -> None:
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
     ap.add_argument("--curve-epochs", type=int, default=0)
     ap.add_argument("--write", help="replace the training section of this markdown file")
+    ap.add_argument("--data", help="prepared corpus directory (train.txt, valid.txt); default the shared PTB files")
+    ap.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:N]")
+    ap.add_argument("--seconds", type=float, help="time each row for this many seconds instead of --batches")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed batches before each row")
+    ap.add_argument("--barrier", help="directory: start the timed window when the file DIR/go appears")
+    ap.add_argument("--sizes", help="model sizes E,H,NZ instead of the PTB configuration's 256,256,32 (smoke runs)")
+    ap.add_argument("--aggressive-max-steps", type=int, help="cap on the encoder steps per batch (smoke runs)")
+    ap.add_argument("--rows-only", action="store_true", help="only the per-method rows (no matmul rates, parts)")
+    ap.add_argument("--json", help="write the rows (and the machine) as JSON to this file")
+    ap.add_argument("--threads", type=int, help="torch threads (default: $OMP_NUM_THREADS if set, else all cores)")
     args = ap.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
+    threads = args.threads or (None if os.environ.get("OMP_NUM_THREADS") else os.cpu_count())
+    if threads:
+        torch.set_num_threads(threads)
     load0 = os.getloadavg()[0]
-    data = shared_ptb()
+    data = Path(args.data) if args.data else shared_ptb()
+    sizes = dict(PTB_SIZES)
+    if args.sizes:
+        e, h, nz = (int(v) for v in args.sizes.split(","))
+        sizes = dict(enc_emb=e, dec_emb=e, enc_hidden=h, dec_hidden=h, nz=nz)
+    extra = {} if args.aggressive_max_steps is None else {"aggressive_max_steps": args.aggressive_max_steps}
 
     # an AE checkpoint of the right vocabulary/size for the pretrain-based methods (weights don't matter for speed)
-    from textvae.checkpoint import atomic_save, model_payload
-    ae = Trainer(TrainConfig(method="ae", progress=False), data, tempfile.mkdtemp(), PTB_SIZES)
-    ae_ckpt = Path(tempfile.mkdtemp()) / "ae.pt"
-    atomic_save(model_payload(ae.model, ae.vocab), ae_ckpt)
-    del ae
+    ae_ckpt = None
+    if set(args.methods) & {"ours", "pretrain", "pretrain_anneal"}:
+        from textvae.checkpoint import atomic_save, model_payload
+        ae = Trainer(TrainConfig(method="ae", progress=False, device="cpu"), data, tempfile.mkdtemp(), sizes)
+        ae_ckpt = Path(tempfile.mkdtemp()) / "ae.pt"
+        atomic_save(model_payload(ae.model, ae.vocab), ae_ckpt)
+        del ae
 
     rows = []
     for precision in args.precision:
@@ -176,9 +236,19 @@ def main() -> None:
             n = args.agg_batches if method == "aggressive" else args.batches
             clips = ["all", "encoder"] if method == "aggressive" else ["all"]
             for clip in clips:
-                r = bench_method(data, method, precision, n, ae_ckpt, clip)
+                r = bench_method(data, method, precision, n, ae_ckpt, clip, device=args.device,
+                                 seconds=args.seconds, warmup=args.warmup,
+                                 barrier=Path(args.barrier) if args.barrier else None, sizes=sizes, **extra)
                 rows.append(r)
                 print(json.dumps(r), flush=True)
+    if args.json:
+        from textvae.checkpoint import atomic_write_text
+        info = {"torch": torch.__version__, "sizes": sizes, "threads": torch.get_num_threads(), "data": str(data), "argv": sys.argv[1:],
+                "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+                "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}}
+        atomic_write_text(json.dumps({"info": info, "rows": rows}, indent=1) + "\n", args.json)
+    if args.rows_only:
+        return
     rates = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
     parts = {p: components(p) for p in args.precision}
     curves = {}

@@ -230,7 +230,7 @@ class FastVAE:
             self.enc_whh = _pad_gates(enc.lstm.weight_hh_l0.detach().float(), he, hpe, cols_from=he).to(**f32)
             self.enc_b = _pad_gates((enc.lstm.bias_ih_l0 + enc.lstm.bias_hh_l0).detach().float()[:, None],
                                     he, hpe).view(-1).to(**f32)
-            lin = enc.linear.weight.detach().float()                         # [2nz, he]
+            lin = enc.linear.weight.detach().float().cpu()                   # [2nz, he]; padded on the CPU
             self.enc_lin = torch.zeros(lin.size(0), hpe).index_copy_(1, torch.arange(he), lin).to(**f32)
             # decoder
             h = dec.lstm.hidden_size
@@ -243,9 +243,9 @@ class FastVAE:
             self.dec_whh = _pad_gates(dec.lstm.weight_hh_l0.detach().float(), h, hp, cols_from=h).to(**f32)
             self.dec_b = _pad_gates((dec.lstm.bias_ih_l0 + dec.lstm.bias_hh_l0).detach().float()[:, None],
                                     h, hp).view(-1).to(**f32)
-            wt = dec.trans_z.weight.detach().float()                          # [h, nz]
+            wt = dec.trans_z.weight.detach().float().cpu()                    # [h, nz]
             self.dec_wt = torch.zeros(hp, wt.size(1)).index_copy_(0, torch.arange(h), wt).to(**f32)
-            wp = dec.proj.weight.detach().float()                             # [V, h]
+            wp = dec.proj.weight.detach().float().cpu()                       # [V, h]
             self.dec_wp = torch.zeros(wp.size(0), hp).index_copy_(1, torch.arange(h), wp).to(**f32)
             if precision == "bf16":
                 aug = torch.zeros(wp.size(0), hp + AUG_COLS)
