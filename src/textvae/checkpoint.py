@@ -73,7 +73,8 @@ def _load_failure(exc: Exception) -> str:
         return f"it asks to load {found.group(1)}, which a checkpoint never holds; refused, nothing was executed"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "weights_only" not in ln.lower()
              and "weights only" not in ln.lower()]
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    detail = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return f"damaged, or not written by torch.save: {detail}"
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Vocab, dict]:

@@ -606,10 +606,17 @@ def _cli_train(args) -> int:
     check_run(cfg, args.data, sizes)   # a bad option creates nothing
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder")
-    with run_lock(out):
-        setup_logging(out)
-        trainer = Trainer(cfg, args.data, out, sizes)
-        result = trainer.fit(resume=args.resume, locked=True)
+    created = not out.exists()
+    try:
+        with run_lock(out):
+            trainer = Trainer(cfg, args.data, out, sizes)   # reads the corpora; a bad one stops here
+            setup_logging(out)
+            result = trainer.fit(resume=args.resume, locked=True)
+    except BaseException:
+        if created:   # a run that failed before writing anything leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
     print(f"trained {cfg.method} for {result['epochs']} epochs; best validation {result['best_val']:.4f}; "
           f"{out / 'best.pt'}")
     return 0
