@@ -403,7 +403,11 @@ def test_ctrl_c_while_the_cli_starts_is_one_line(monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(textvae.cli, "build_parser", interrupted)
-    assert main(["train"]) == 130
+    try:
+        rc = main(["train"])
+    except KeyboardInterrupt:
+        pytest.fail("the KeyboardInterrupt escaped as a traceback")
+    assert rc == 130
     assert capsys.readouterr().err == "textvae: interrupted\n"
 
 
