@@ -15,6 +15,12 @@ from textvae import pipeline
 
 min_version("8.0")
 
+# Snakemake's own reading of the config names no line and keeps the last of duplicate keys: read it first
+try:
+    pipeline.load_params("params.yaml")
+except pipeline.ConfigError as exc:
+    sys.exit(str(exc))
+
 
 configfile: "params.yaml"
 

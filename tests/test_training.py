@@ -312,3 +312,10 @@ def test_encoder_init_torch_only_changes_a_new_encoder(ptb_slice, ae_ckpt, tmp_p
     assert all(torch.equal(a, b) for a, b in zip(ours.model.encoder.parameters(), ae_model.encoder.parameters()))
     with pytest.raises(Exception, match="--encoder-init"):
         Trainer(TrainConfig("ae", encoder_init="xavier"), ptb_slice, tmp_path / "bad", TINY_SIZES)
+
+
+def test_encoder_init_choices_are_checked_in_one_list():
+    from textvae.checks import TRAIN_RULES
+    from textvae.model import ENCODER_INITS
+
+    assert TRAIN_RULES["encoder_init"] == ENCODER_INITS

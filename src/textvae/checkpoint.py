@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -12,8 +13,10 @@ import torch
 from textvae.data import Vocab
 from textvae.errors import CheckpointError
 from textvae.model import ModelConfig, build_model
+from textvae.rundir import tmp_name
 
 FORMAT = "textvae-checkpoint-v1"
+REQUIRED_KEYS = ("kind", "model_config", "vocab", "model")
 
 
 @contextlib.contextmanager
@@ -21,7 +24,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     """Write through a temporary file in the same directory, fsync, then rename: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = tmp_name(path)
     try:
         with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
             yield fh
@@ -50,11 +53,28 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad checkpoint
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {first})") from None
+        raise CheckpointError(f"{path}: unreadable checkpoint ({_load_failure(exc)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a textvae checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__})")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: incomplete checkpoint (no {missing[0]!r} entry)")
+    if not isinstance(ckpt["model"], dict) or not isinstance(ckpt["model_config"], dict):
+        raise CheckpointError(f"{path}: incomplete checkpoint (its 'model' or 'model_config' entry is empty)")
     return ckpt
+
+
+def _load_failure(exc: Exception) -> str:
+    """The useful part of a load error as one line. torch's weights-only refusal opens with advice to retry
+    with ``weights_only=False`` (which would run the file's code); keep only what was refused."""
+    text = str(exc)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it asks to load {found.group(1)}, which a checkpoint never holds; refused, nothing was executed"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "weights_only" not in ln.lower()
+             and "weights only" not in ln.lower()]
+    detail = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return f"damaged, or not written by torch.save: {detail}"
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Vocab, dict]:

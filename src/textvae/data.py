@@ -130,10 +130,9 @@ class Vocab:
         return out
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("\n".join(self.itos) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        from textvae.checkpoint import atomic_write_text  # checkpoint imports this module
+
+        atomic_write_text("\n".join(self.itos) + "\n", path)
 
     @classmethod
     def load(cls, path: str | Path) -> "Vocab":

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -670,15 +669,9 @@ def summary_line(res: dict) -> str:
 
 
 def write_json_atomic(obj: dict, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from textvae.checkpoint import atomic_write_text
+
+    atomic_write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", path)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -718,8 +711,11 @@ def register(subparsers) -> None:
 
 
 def _cli_evaluate(args) -> int:
+    from textvae.rundir import check_writable
+
     if args.iw_samples < 1:
         raise ConfigError(f"--iw-samples must be >= 1 (got {args.iw_samples})")
+    check_writable(args.out, "--out")   # before the evaluation, not after it
     check = args.precision_check if args.precision_check is not None else (50 if args.precision == "bf16" else 0)
     res = evaluate_checkpoint(args.ckpt, args.data, args.split, args.iw_samples, args.seed, args.mi_variant,
                               args.au_threshold, args.batch_budget_mb, args.max_rows, args.proj_rows,

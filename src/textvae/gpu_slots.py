@@ -108,10 +108,16 @@ class Slot:
 
 
 def try_acquire(devices: list[str], slots_per_device: int, lock_dir: Path) -> Slot | None:
-    lock_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        lock_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--lock-dir {lock_dir}: cannot create the slot folder ({exc.strerror})") from None
     for dev, k in slot_order(devices, slots_per_device):
         path = lock_dir / _lock_name(dev, k)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise ConfigError(f"--lock-dir {lock_dir}: cannot create {path.name} ({exc.strerror})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -183,11 +189,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "directory under $TMPDIR)")
     p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds of waiting")
     p.add_argument("--quiet", action="store_true", help="do not say which device was taken")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    # dest is not "command": the textvae CLI keeps the subcommand's name there
+    p.add_argument("job", metavar="command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
 
 
 def _cmd(args) -> int:
-    command = list(args.command)
+    command = list(args.job)
     if command and command[0] == "--":
         command = command[1:]
     return run(command, args.slots_per_device, args.lock_dir, args.timeout, args.quiet)
@@ -210,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"textvae gpu-run: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("textvae gpu-run: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

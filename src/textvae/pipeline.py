@@ -9,8 +9,8 @@ the same commands on the same paths and cannot drift apart.
 Paths (docs/architecture.md):
 
 - ``data/DATASET/{train,valid,test}.txt, stats.json`` (``textvae data prepare``);
-- ``results/DATASET/METHOD[/lamL]/seedS/{best.pt,last.pt,metrics.jsonl,config.json,vocab.txt,train.log}``
-  (``textvae train``), ``…/eval_test.json`` (``textvae evaluate``), ``…/probe_NAME.json`` (``textvae probe``);
+- ``results/DATASET/METHOD[/lamL]/seedS/{best.pt,metrics.jsonl,config.json,vocab.txt,train.log}``
+  (``textvae train``; its resume state ``last.pt`` beside them is untracked), ``…/eval_test.json`` (``textvae evaluate``), ``…/probe_NAME.json`` (``textvae probe``);
 - ``reports/{table1..table11,appendix_b,index}.md`` and ``reports/fig_*_DATASET.png`` for the ``paper``
   experiment, ``reports/EXPERIMENT/…`` for the others (``textvae report``).
 """
@@ -57,8 +57,10 @@ CHOICE_OPTIONS = {
 }
 # `textvae train` options whose name differs from the params key
 TRAIN_OPTION_NAMES = {"max_epochs": "epochs"}
-# files a training run writes, all tracked
-RUN_FILES = ("best.pt", "last.pt", "metrics.jsonl", "config.json", "vocab.txt", "train.log")
+# files a training run produces, all tracked. Its resume state RUN_DIR/last.pt is not among them: Snakemake
+# deletes the outputs of an interrupted job and DVC those of a stage it reruns, and the rerun (`--resume`)
+# continues from last.pt (docs/reliability.md)
+RUN_FILES = ("best.pt", "metrics.jsonl", "config.json", "vocab.txt", "train.log")
 DATA_FILES = ("train.txt", "valid.txt", "test.txt", "stats.json")
 
 
@@ -122,14 +124,40 @@ def key_path(path) -> str:
 # loading and checking params.yaml
 # ----------------------------------------------------------------------------------------------------------
 
+def _unique_key_loader():
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        """A SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+        def construct_mapping(self, node, deep=False):
+            seen = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:   # an unhashable key: the base class reports it
+                    break
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}; the first is on line {first + 1}", key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
+
+
 def load_params(path: str | Path = PARAMS) -> dict:
+    """params.yaml as a dict; a bad file is one line naming the file and line (YAML syntax, a duplicate key)."""
     import yaml
 
     path = Path(path)
     try:
-        params = yaml.safe_load(path.read_text())
+        params = yaml.load(path.read_text(), Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -180,6 +208,8 @@ def semantic_error(params: dict, source: str = PARAMS) -> str | None:
             for i, row in enumerate(row_list):
                 if row.endswith("@*") and not table.get("lams"):
                     return f"{source}: tables.{name}.rows{key}[{i}]: {row!r} needs the table's `lams`"
+                if _zero_lam(row):
+                    return f"{source}: tables.{name}.rows{key}[{i}]: {row!r}: the target rate λ must be > 0"
     for fig, spec in (params.get("figures") or {}).items():
         for i, ds in enumerate(spec.get("datasets", [])):
             if ds not in datasets:
@@ -187,6 +217,8 @@ def semantic_error(params: dict, source: str = PARAMS) -> str | None:
         for i, row in enumerate(spec.get("rows", [])):
             if row.endswith("@*"):
                 return f"{source}: figures.{fig}.rows[{i}]: {row!r}: give a λ"
+            if _zero_lam(row):
+                return f"{source}: figures.{fig}.rows[{i}]: {row!r}: the target rate λ must be > 0"
     for exp, spec in (params.get("experiments") or {}).items():
         if exp in RESERVED_NAMES:
             return f"{source}: experiments.{exp}: the name is taken by a Snakemake rule; choose another"
@@ -201,6 +233,12 @@ def semantic_error(params: dict, source: str = PARAMS) -> str | None:
             if table not in (params.get("tables") or {}):
                 return f"{source}: experiments.{exp}.tables[{i}]: {table!r} is not a table of params.yaml"
     return None
+
+
+def _zero_lam(row: str) -> bool:
+    """``ours@0`` (the schema's row pattern admits 0; a run needs λ > 0)."""
+    _, at, lam = row.partition("@")
+    return bool(at) and lam != "*" and float(lam) <= 0
 
 
 def _row_lists(rows) -> list[tuple[str, list]]:
@@ -581,7 +619,7 @@ class Plan:
             inputs.append(run.ae.ckpt)
         overrides = self.run_overrides(run)
         argv += ["--out", run.dir, "--config", self.params_path, "--dataset", run.dataset, "--seed", str(run.seed),
-                 *options(overrides, TRAIN_OPTION_NAMES), "--no-progress"]
+                 *options(overrides, TRAIN_OPTION_NAMES), "--no-progress", "--resume"]
         keys = ["training", "spec_choices", f"datasets.{run.dataset}.sizes"]
         if spec.get("training"):
             keys.append(f"datasets.{run.dataset}.training")

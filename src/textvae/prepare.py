@@ -21,8 +21,10 @@ import argparse
 import hashlib
 import http.client
 import json
+import math
 import os
 import random
+import re
 import shutil
 import socket
 import stat
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 from textvae.errors import ConfigError, DataError, TextvaeError
+from textvae.rundir import check_new_or_own, hold_lock
 
 DEFAULT_SEED = 783435  # SPEC §4
 SPLITS = ("train", "valid", "test")
@@ -404,28 +407,41 @@ def check_pin(pin: Pin, digests: Mapping[str, object], *, what: str, covered: st
 _PERMANENT_HTTP = {400, 401, 403, 404, 405, 410, 451}
 
 
-def _fetch_once(url: str, tmp: Path, timeout: float, max_seconds: float | None) -> None:
-    """One attempt: stream ``url`` into ``tmp``. Raises VerificationError (permanent or transient)."""
+def _fetch_once(url: str, tmp: Path, timeout: float, deadline: float | None, limit: str) -> None:
+    """One attempt: stream ``url`` into ``tmp``, giving up at ``deadline`` (``time.monotonic()``; ``limit``
+    says which limit it is). Raises VerificationError (permanent or transient)."""
+    def remaining() -> float:
+        return math.inf if deadline is None else deadline - time.monotonic()
+
+    def wait_at_most() -> float:   # each blocking socket operation ends by the deadline
+        left = remaining()
+        if left <= 0:
+            raise VerificationError(f"gave up: {limit}", permanent=True)
+        return min(timeout, left)
+
     req = urllib.request.Request(url, headers={"User-Agent": "textvae-data/0.1"})
-    start = time.monotonic()
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=wait_at_most()) as resp:
             ctype = resp.headers.get("Content-Type", "") or ""
             if ctype.split(";")[0].strip().lower() == "text/html":
                 raise VerificationError("the server returned an HTML page instead of the file "
                                         "(for Google Drive: quota exceeded or a confirmation page)", permanent=True)
             length = resp.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else None
+            sock = getattr(getattr(getattr(resp, "fp", None), "raw", None), "_sock", None)
+            read = getattr(resp, "read1", resp.read)   # what has arrived, not a full 64 KiB: the limit holds
             received = 0
             with open(tmp, "wb") as out:
                 while True:
-                    data = resp.read(1 << 16)
+                    if sock is not None:
+                        sock.settimeout(wait_at_most())
+                    elif remaining() <= 0:
+                        raise VerificationError(f"gave up: {limit}", permanent=True)
+                    data = read(1 << 16)
                     if not data:
                         break
                     out.write(data)
                     received += len(data)
-                    if max_seconds is not None and time.monotonic() - start > max_seconds:
-                        raise VerificationError(f"transfer took longer than {max_seconds:g} s")
             if expected is not None and received != expected:
                 raise VerificationError(f"truncated transfer ({received} of {expected} bytes)")
     except VerificationError:
@@ -436,16 +452,22 @@ def _fetch_once(url: str, tmp: Path, timeout: float, max_seconds: float | None) 
     except urllib.error.URLError as exc:
         reason = exc.reason
         if isinstance(reason, (socket.timeout, TimeoutError)):
-            raise VerificationError(f"timed out (no data for {timeout:g} s)") from None
+            raise _timed_out(timeout, remaining(), limit) from None
         raise VerificationError(f"connection failed: {_one_line(reason)}") from None
     except (socket.timeout, TimeoutError):
-        raise VerificationError(f"timed out (no data for {timeout:g} s)") from None
+        raise _timed_out(timeout, remaining(), limit) from None
     except http.client.IncompleteRead as exc:
         raise VerificationError(f"truncated transfer ({len(exc.partial)} bytes, then the connection closed)") from None
     except (http.client.HTTPException, ConnectionError) as exc:
         raise VerificationError(f"transfer failed: {type(exc).__name__}: {_one_line(exc)}") from None
     except ValueError as exc:  # e.g. unknown url type
         raise VerificationError(f"bad URL: {_one_line(exc)}", permanent=True) from None
+
+
+def _timed_out(timeout: float, remaining: float, limit: str) -> VerificationError:
+    if remaining <= 0.01:
+        return VerificationError(f"gave up: {limit}", permanent=True)
+    return VerificationError(f"timed out (no data for {timeout:g} s)")
 
 
 def download(url: str, dest: str | Path, *, dataset: str, verify: Callable[[Path], object] | None = None,
@@ -455,11 +477,14 @@ def download(url: str, dest: str | Path, *, dataset: str, verify: Callable[[Path
 
     At most ``retries`` attempts (waiting ``backoff * 2**k`` s between them); permanent failures (HTTP 404,
     an unsafe archive, a missing member...) stop at once. ``timeout`` bounds every socket operation,
-    ``max_seconds`` one attempt. Raises DataError naming ``dataset`` and ``url``; leaves no file behind.
+    ``max_seconds`` the whole download, every attempt and wait included (``--max-time``), however slowly the
+    server sends. Raises DataError naming ``dataset`` and ``url``; leaves no file behind.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     attempts = max(1, int(retries))
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    limit = f"the download took longer than {max_seconds:g} s (--max-time)" if max_seconds is not None else ""
     reason = "no attempt"
     for attempt in range(1, attempts + 1):
         fd, tmpname = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
@@ -467,7 +492,7 @@ def download(url: str, dest: str | Path, *, dataset: str, verify: Callable[[Path
         tmp = Path(tmpname)
         try:
             log(f"{dataset}: downloading {url} (attempt {attempt}/{attempts})")
-            _fetch_once(url, tmp, timeout, max_seconds)
+            _fetch_once(url, tmp, timeout, deadline, limit)
             if verify is not None:
                 verify(tmp)
             os.replace(tmp, dest)
@@ -480,7 +505,11 @@ def download(url: str, dest: str | Path, *, dataset: str, verify: Callable[[Path
         finally:
             tmp.unlink(missing_ok=True)
         if attempt < attempts:
-            time.sleep(backoff * 2 ** (attempt - 1))
+            pause = backoff * 2 ** (attempt - 1)
+            if deadline is not None and time.monotonic() + pause >= deadline:
+                raise DataError(f"{dataset}: download of {url} failed: {reason}; no time left for another "
+                                f"attempt ({limit})")
+            time.sleep(pause)
     raise DataError(f"{dataset}: download of {url} failed after {attempts} attempts: {reason}")
 
 
@@ -1031,19 +1060,36 @@ def write_dataset(out: Path, splits: Mapping[str, Split], extras: Mapping[str, S
 # ---------------------------------------------------------------------------------------------------------
 
 
-def prepare(dataset: str, out: str | Path | None = None, *, source: str | Path | None = None,
+# the files `prepare` writes into OUT; a folder holding anything else is refused, never emptied
+CORPUS_FILE = re.compile(r"(train|valid|test)(\.\d+)?\.txt|(train|valid|test)\.factors\.jsonl|stats\.json|factors\.json")
+
+
+def prepare(dataset: str, out: str | Path | None = None, **kwargs) -> dict:
+    """Prepare ``dataset`` into ``out`` (default ``data/DATASET``) and return its statistics (``_prepare``).
+
+    ``out`` must be new, empty, or a corpus this command wrote (foreign files are refused, nothing deleted);
+    one prepare at a time per ``out`` (a lock); work folders left beside it by a killed prepare are removed."""
+    out = Path(out) if out is not None else Path("data") / dataset
+    check_new_or_own(out, "--out", lambda name: CORPUS_FILE.fullmatch(name) is not None)
+    with hold_lock(out.parent / f".{out.name}.lock", f"--out {out}"):
+        stale = re.compile(rf"\.{re.escape(out.name)}\.[A-Za-z0-9_]{{8}}\.(tmp|work|old)")
+        for p in out.parent.iterdir():
+            if stale.fullmatch(p.name) and p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+        check_new_or_own(out, "--out", lambda name: CORPUS_FILE.fullmatch(name) is not None)
+        return _prepare(dataset, out, **kwargs)
+
+
+def _prepare(dataset: str, out: Path, *, source: str | Path | None = None,
             variant: str | None = None, seed: int = DEFAULT_SEED, url_base: str | None = None,
             cache: str | Path | None = None, timeout: float = 60.0, retries: int = 3, backoff: float = 1.0,
             max_seconds: float | None = 3600.0, allow_unpinned: bool = False, substitutes: bool = True,
             examples: Sequence[int] | None = None, spec: Variant | None = None,
             registry: Mapping[str, Mapping[str, Variant]] | None = None, log: Log = _stderr) -> dict:
-    """Prepare ``dataset`` into ``out`` (default ``data/DATASET``) and return its statistics.
-
-    ``source``: a local directory (or pre-downloaded archive) read through the same verification as a
+    """``source``: a local directory (or pre-downloaded archive) read through the same verification as a
     download; without it the registry's URLs are downloaded (``url_base`` replaces their location, for
     mirrors and tests) into ``cache`` (default ``OUT/../.downloads``). ``spec`` replaces the registry entry.
     """
-    out = Path(out) if out is not None else Path("data") / dataset
     started = time.time()
     if dataset == "synthetic" and source is not None:
         raise ConfigError("synthetic: the embedded corpus is generated; it takes no --source")
@@ -1166,6 +1212,8 @@ def register(subparsers) -> None:
     pp.add_argument("--cache", metavar="DIR", help="download cache (default OUT/../.downloads)")
     pp.add_argument("--timeout", type=float, default=60.0, help="socket timeout in seconds (default 60)")
     pp.add_argument("--retries", type=int, default=3, help="download attempts (default 3)")
+    pp.add_argument("--max-time", type=float, default=3600.0, metavar="SECONDS",
+                    help="total time limit of each download, every attempt included (default 3600)")
     pp.add_argument("--allow-unpinned", action="store_true",
                     help="accept files without a pinned checksum (or differing from a provisional pin); "
                     "their sha256 is recorded in stats.json")
@@ -1177,8 +1225,14 @@ def register(subparsers) -> None:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
+    for option, value in (("--timeout", args.timeout), ("--max-time", args.max_time)):
+        if not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"{option}: expected a number of seconds > 0, got {value:g}")
+    if args.retries < 1:
+        raise ConfigError(f"--retries: expected a positive integer, got {args.retries}")
     prepare(args.dataset, args.out, source=args.source, variant=args.variant, seed=args.seed,
             url_base=args.url_base, cache=args.cache, timeout=args.timeout, retries=args.retries,
+            max_seconds=args.max_time,
             allow_unpinned=args.allow_unpinned, substitutes=not args.no_substitute, examples=args.examples)
     return 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -22,12 +23,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from textvae.checkpoint import atomic_save, load_checkpoint, model_payload
+from textvae.checkpoint import atomic_save, atomic_write_text, file_sha256, load_checkpoint, model_payload
+from textvae.checks import MODEL_RULES, TRAIN_RULES, check_values, option_label
 from textvae.data import Vocab, make_batches, read_corpus, split_path
 from textvae.errors import CheckpointError, ConfigError, TrainingError
 from textvae.methods import Method, get_method
 from textvae.model import ENCODER_INITS, VAE, ModelConfig, build_model
 from textvae.objectives import BetaSchedule, vae_loss
+from textvae.pipeline import TRAIN_OPTION_NAMES, load_params
+from textvae.rundir import clean_stale_tmp, hold_lock
 
 log = logging.getLogger("textvae.train")
 
@@ -109,17 +113,54 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
 
 
+# files a run writes in its folder (their temporaries of a killed write are removed at the next start)
+OWN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "config.json", "vocab.txt")
+LOCK_FILE = ".textvae-train.lock"
+# settings that may change between a killed run and its resumption without changing its result
+RESUME_FREE = ("device", "progress", "max_epochs", "init_from")
+
+
+def run_lock(out: str | Path):
+    """One training at a time in a run folder (a second one on the same --out is refused)."""
+    return hold_lock(Path(out) / LOCK_FILE, f"--out {out}")
+
+
+def check_run(cfg: TrainConfig, data_dir: str | Path, model_cfg: dict[str, Any]) -> Method:
+    """Every option checked before anything is read or written; one line naming the option at fault."""
+    m = get_method(cfg.method)
+    check_values(dataclasses.asdict(cfg), TRAIN_RULES, option_label(TRAIN_OPTION_NAMES))
+    check_values(model_cfg, MODEL_RULES, option_label())
+    if m.needs_lam and (cfg.lam is None or not 0 < cfg.lam < math.inf):
+        raise ConfigError(f"--lam: method {m.name!r} needs a target rate λ > 0 (got {cfg.lam})")
+    if not m.needs_lam and cfg.lam is not None:
+        raise ConfigError(f"--lam: method {m.name!r} takes no target rate")
+    if m.pretrained_encoder and not cfg.init_from:
+        raise ConfigError(f"--init-from: method {m.name!r} starts from an AE checkpoint; give its best.pt")
+    if Path(data_dir).is_file():
+        raise ConfigError(f"--data {data_dir}: is a file; give the corpus folder holding train.txt and valid.txt "
+                          "(one file for both would validate on the training data)")
+    return m
+
+
+def _first_difference(old: dict, new: dict, prefix: str = "") -> str | None:
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found = _first_difference(a, b, f"{prefix}{k}.")
+            if found:
+                return found
+        elif a != b:
+            hashed = prefix.startswith("data.") or k == "init_from_sha256"
+            return f"{prefix}{k} changed" if hashed else f"{prefix}{k} was {a!r}, is {b!r}"
+    return None
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, model_cfg: dict[str, Any]):
         self.cfg = cfg
-        self.method: Method = get_method(cfg.method)
+        self.method: Method = check_run(cfg, data_dir, model_cfg)
         m = self.method
-        if m.needs_lam and (cfg.lam is None or not cfg.lam > 0):
-            raise ConfigError(f"--lam: method {m.name!r} needs a target rate λ > 0 (got {cfg.lam})")
-        if not m.needs_lam and cfg.lam is not None:
-            raise ConfigError(f"--lam: method {m.name!r} takes no target rate")
-        if m.pretrained_encoder and not cfg.init_from:
-            raise ConfigError(f"--init-from: method {m.name!r} starts from an AE checkpoint; give its best.pt")
+        self.data_dir = Path(data_dir)
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(cfg.device)
@@ -216,7 +257,7 @@ class Trainer:
     def _check_finite(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
             raise TrainingError(f"non-finite training loss ({loss.item()}) at epoch {self.state['epoch']} step "
-                                f"{self.state['step']}; the last good checkpoint is {self.out / 'last.pt'}")
+                                f"{self.state['step']}; {self._last_good()}")
 
     def _aggressive_inner(self, x: torch.Tensor, beta: float) -> None:
         """He et al.'s encoder-only inner loop (SPEC §3.8)."""
@@ -334,7 +375,17 @@ class Trainer:
             "trainer_state": self.state,
             "best_model": self.best_model,
             "rng": _rng_state(),
+            "resume_key": self.resume_key,
         }
+
+    @functools.cached_property
+    def resume_key(self) -> dict:
+        """What a resume state must share with this run to continue it: the settings that shape the result,
+        the model sizes, and the content of the data and of the AE checkpoint it starts from."""
+        cfg = {k: v for k, v in dataclasses.asdict(self.cfg).items() if k not in RESUME_FREE}
+        return {"config": cfg, "model_config": self.model_cfg.to_dict(),
+                "data": {s: file_sha256(split_path(self.data_dir, s)) for s in ("train", "valid")},
+                "init_from_sha256": file_sha256(self.cfg.init_from) if self.cfg.init_from else None}
 
     def _restore(self, ckpt: dict) -> None:
         if list(ckpt["vocab"]) != self.vocab.itos or ckpt["model_config"] != self.model_cfg.to_dict():
@@ -358,21 +409,40 @@ class Trainer:
                 "device_used": str(self.device), "torch": str(torch.__version__)}
 
     def _write_metrics(self) -> None:
-        tmp = self.out / ".metrics.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.state["history"]))
-        tmp.replace(self.out / "metrics.jsonl")
+        atomic_write_text("".join(json.dumps(r) + "\n" for r in self.state["history"]), self.out / "metrics.jsonl")
 
-    def fit(self, resume: bool = False) -> dict:
+    def _last_good(self) -> str:
+        if self.state["epoch"] > 0:
+            return f"the last good checkpoint is {self.out / 'last.pt'} (after epoch {self.state['epoch'] - 1})"
+        return "no checkpoint was written (the run failed in its first epoch)"
+
+    def fit(self, resume: bool = False, locked: bool = False) -> dict:
+        """Train to the end (``resume``: continue from ``last.pt`` when it is a state of this very run).
+        ``locked``: the caller already holds the run folder's lock (``run_lock``)."""
+        if locked:
+            return self._fit(resume)
+        with run_lock(self.out):
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> dict:
         cfg, st, m = self.cfg, self.state, self.method
         last = self.out / "last.pt"
-        if resume and last.exists():
-            self._restore(load_checkpoint(last))
+        for tmp in clean_stale_tmp(self.out, OWN_FILES):
+            log.info("removed %s (left by a killed write)", tmp)
+        ckpt = load_checkpoint(last) if resume and last.exists() else None
+        differs = ckpt and ckpt.get("resume_key") and _first_difference(ckpt["resume_key"], self.resume_key)
+        if differs:
+            log.warning("%s is the state of another run (%s); starting from epoch 0", last, differs)
+            ckpt = None
+        if ckpt is not None:
+            self._restore(ckpt)
             log.info("resumed from %s at epoch %d (step %d)", last, self.state["epoch"], self.state["step"])
             st = self.state
+            self._write_metrics()   # rows the killed run saved in last.pt but not yet in metrics.jsonl
         else:
             (self.out / "best.pt").unlink(missing_ok=True)
         self.vocab.save(self.out / "vocab.txt")
-        (self.out / "config.json").write_text(json.dumps(self.run_info(), indent=2) + "\n")
+        atomic_write_text(json.dumps(self.run_info(), indent=2) + "\n", self.out / "config.json")
         log.info("method %s (%s); %d train / %d valid examples, %d train batches, vocab %d, device %s",
                  m.name, m.description, len(self.train_examples), len(self.valid_examples),
                  len(self.train_batches), len(self.vocab), self.device)
@@ -386,7 +456,7 @@ class Trainer:
                        sentences_per_s=round(len(self.train_examples) / seconds, 1))
             val = rec["val_loss"]
             if not math.isfinite(val):
-                raise TrainingError(f"non-finite validation loss at epoch {epoch}; last good checkpoint is {last}")
+                raise TrainingError(f"non-finite validation loss at epoch {epoch}; {self._last_good()}")
             if val < st["best"]:
                 st["best"] = val
                 self.best_model = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
@@ -415,6 +485,8 @@ class Trainer:
             atomic_save(self._resume_state(), last)
             self._write_metrics()
             log.info(_format_epoch(rec))
+        if self.best_model is None:
+            raise TrainingError(f"{last}: the run ended without a finished epoch; nothing to write to best.pt")
         final = model_payload(self.model, self.vocab, self.run_info(), epoch=st["epoch"], best_val=st["best"])
         final["model"] = self.best_model
         atomic_save(final, self.out / "best.pt")
@@ -459,13 +531,8 @@ MODEL_KEYS = ("enc_emb", "dec_emb", "enc_hidden", "dec_hidden", "nz", "dropout_i
 def params_for_dataset(params_path: str | Path, dataset: str) -> tuple[dict, dict]:
     """``(training overrides, model sizes)`` from params.yaml: the ``training`` and ``spec_choices`` sections
     (keys that are TrainConfig fields) and ``datasets.<dataset>.sizes``."""
-    import yaml
-
     params_path = Path(params_path)
-    try:
-        params = yaml.safe_load(params_path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{params_path}: cannot read parameters ({exc})") from None
+    params = load_params(params_path)
     datasets = params.get("datasets") or {}
     if dataset not in datasets:
         raise ConfigError(f"{params_path}: datasets.{dataset} is not defined (known: {', '.join(datasets)})")
@@ -473,12 +540,15 @@ def params_for_dataset(params_path: str | Path, dataset: str) -> tuple[dict, dic
     bad = set(sizes) - set(MODEL_KEYS)
     if bad:
         raise ConfigError(f"{params_path}: datasets.{dataset}.sizes.{sorted(bad)[0]} is not a model size key")
+    check_values(sizes, MODEL_RULES, lambda k: f"{params_path}: datasets.{dataset}.sizes.{k}")
     names = TrainConfig.field_names()
     train = {}
     for section in ("training", "spec_choices"):
-        for k, v in (params.get(section) or {}).items():
-            if k in names:
-                train[k] = v
+        values = params.get(section) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{params_path}: {section}: expected a mapping of keys, got {values!r}")
+        check_values(values, TRAIN_RULES, lambda k: f"{params_path}: {section}.{k}")
+        train.update({k: v for k, v in values.items() if k in names})
     return train, sizes
 
 
@@ -518,14 +588,15 @@ def register(subparsers) -> None:
                    help="aggressive: at most this many encoder steps per batch, minus one (default 100, SPEC 3.8)")
     p.add_argument("--device", help="auto (default), cpu or cuda[:N]")
     p.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 autocast with float32 weights and losses")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt if it exists")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from RUN_DIR/last.pt if it is the state of this same run (same settings, data "
+                        "and AE checkpoint; --epochs and --device may differ); otherwise start from epoch 0")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cli_train)
 
 
 def _cli_train(args) -> int:
     out = Path(args.out)
-    setup_logging(out)
     overrides: dict[str, Any] = {}
     sizes: dict[str, Any] = {}
     if args.config:
@@ -542,8 +613,20 @@ def _cli_train(args) -> int:
     if args.no_progress or not sys.stderr.isatty():
         overrides["progress"] = False
     cfg = TrainConfig(method=args.method, **{k: v for k, v in overrides.items() if k != "method"})
-    trainer = Trainer(cfg, args.data, out, sizes)
-    result = trainer.fit(resume=args.resume)
+    check_run(cfg, args.data, sizes)   # a bad option creates nothing
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    created = not out.exists()
+    try:
+        with run_lock(out):
+            trainer = Trainer(cfg, args.data, out, sizes)   # reads the corpora; a bad one stops here
+            setup_logging(out)
+            result = trainer.fit(resume=args.resume, locked=True)
+    except BaseException:
+        if created:   # a run that failed before writing anything leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
     print(f"trained {cfg.method} for {result['epochs']} epochs; best validation {result['best_val']:.4f}; "
           f"{out / 'best.pt'}")
     return 0
