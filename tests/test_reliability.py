@@ -30,6 +30,9 @@ from textvae.training import TrainConfig, Trainer
 from test_pipeline import copy_pipeline, edit_params, needs_snakemake, snakemake
 
 REPO = Path(__file__).resolve().parents[1]
+# the line a YAML error is reported at when `training.max_epochs: 100` is broken (the line after it)
+BAD_LINE = (REPO / "params.yaml").read_text().splitlines().index("  max_epochs: 100") + 2
+
 TINY = ["--enc-emb", "8", "--dec-emb", "8", "--enc-hidden", "8", "--dec-hidden", "8", "--nz", "4", "--no-progress"]
 SIZES = dict(enc_emb=8, dec_emb=8, enc_hidden=8, dec_hidden=8, nz=4)
 TIMING = ("seconds", "sentences_per_s")
@@ -174,9 +177,9 @@ CASES = [
     ("config-missing", [*T, "--method", "vae", "--config", "{root}/nope.yaml", "--dataset", "synthetic"],
      "nope.yaml: cannot read (No such file or directory)"),
     ("config-yaml-syntax", [*T, "--method", "vae", "--config", "{root}/params_syntax.yaml", "--dataset", "synthetic"],
-     "params_syntax.yaml:52: not valid YAML"),
+     f"params_syntax.yaml:{BAD_LINE}: not valid YAML"),
     ("config-duplicate-key", [*T, "--method", "vae", "--config", "{root}/params_duplicate.yaml", "--dataset",
-                              "synthetic"], "params_duplicate.yaml:52: not valid YAML (duplicate key 'max_epochs'"),
+                              "synthetic"], f"params_duplicate.yaml:{BAD_LINE}: not valid YAML (duplicate key 'max_epochs'"),
     ("config-max-epochs-ten", [*T, "--method", "vae", "--config", "{root}/params_ten.yaml", "--dataset", "synthetic"],
      "params_ten.yaml: training.max_epochs: expected a positive integer, got 'ten'"),
     ("config-lr-negative", [*T, "--method", "vae", "--config", "{root}/params_lr.yaml", "--dataset", "synthetic"],
@@ -221,9 +224,9 @@ CASES = [
     ("pipeline-row-ours-at-0", ["pipeline", "check", "--params", "{root}/params_ours0.yaml", "--schema",
                                 str(REPO / pipeline.SCHEMA)], "'ours@0': the target rate λ must be > 0"),
     ("pipeline-duplicate-key", ["pipeline", "check", "--params", "{root}/params_duplicate.yaml", "--schema",
-                                str(REPO / pipeline.SCHEMA)], ":52: not valid YAML (duplicate key 'max_epochs'"),
+                                str(REPO / pipeline.SCHEMA)], f":{BAD_LINE}: not valid YAML (duplicate key 'max_epochs'"),
     ("pipeline-yaml-syntax", ["pipeline", "check", "--params", "{root}/params_syntax.yaml", "--schema",
-                              str(REPO / pipeline.SCHEMA)], "params_syntax.yaml:52: not valid YAML"),
+                              str(REPO / pipeline.SCHEMA)], f"params_syntax.yaml:{BAD_LINE}: not valid YAML"),
     ("pipeline-max-epochs-ten", ["pipeline", "check", "--params", "{root}/params_ten.yaml", "--schema",
                                  str(REPO / pipeline.SCHEMA)], "training.max_epochs: 'ten' is not of type 'integer'"),
     # gpu-run
@@ -517,7 +520,7 @@ def test_yaml_syntax_error_under_snakemake_names_the_line(tmp_path):
     (work / "params.yaml").write_text(text.replace("  max_epochs: 100\n", "  max_epochs: [100\n", 1))
     proc = snakemake(work, "-n", "--cores", "1", "all", check=False)
     assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines()[-1].startswith("params.yaml:52: not valid YAML"), proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"params.yaml:{BAD_LINE}: not valid YAML"), proc.stderr[-2000:]
 
 
 def _tiny_train_pipeline(params: dict) -> None:
