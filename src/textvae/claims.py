@@ -37,7 +37,8 @@ def claims_data() -> dict:
 def claims_for(exp_name: str, data: dict | None = None) -> list[dict]:
     """The paper's claims, then the experiment's own acceptance checks (marked ``acceptance``)."""
     data = claims_data() if data is None else data
-    own = [dict(c, acceptance=True) for c in (data.get("acceptance") or {}).get(exp_name, [])]
+    own = [dict(c, acceptance=True) for group in data.get("acceptance") or [] if exp_name in group["experiments"]
+           for c in group["claims"]]
     return list(data.get("claims") or []) + own
 
 
