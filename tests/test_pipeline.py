@@ -292,6 +292,30 @@ def test_adding_a_lambda_reruns_only_the_new_jobs_and_their_reports(tmp_path):
     assert "Nothing to be done" in snakemake(work, "-n", "--cores", "1", "all", env=env).stdout
 
 
+REPORT_LINK = re.compile(r"""(?:src|href)=["'](?!data:|#|https?:|mailto:)[^"']+\.(?:png|md)["']""")
+
+
+def assert_html_report_complete(html: str, plan: pipeline.Plan, exp_name: str) -> None:
+    """Every table, figure and index of the experiment in the report, with run times, no link to a file."""
+    exp = plan.experiment(exp_name)
+    for item in plan.report_items(exp):
+        assert f"{exp.report_dir}/{item}" in html, f"report.html lacks {item}"
+    assert "runtime" in html.lower()
+    assert not REPORT_LINK.search(html)
+
+
+@needs_snakemake
+def test_html_report_holds_every_table_and_figure(tmp_path):
+    """`snakemake --report report.html demo` (stand-in textvae commands: the real demo is the slow test)."""
+    work = copy_pipeline(tmp_path / "wf")
+    edit_params(work, tiny_demo)
+    env = fake_textvae_env(tmp_path)
+    snakemake(work, "--cores", "2", "demo", env=env)
+    snakemake(work, "--cores", "1", "--report", "report.html", "demo", env=env)
+    plan = pipeline.Plan.load(work / "params.yaml", work / pipeline.SCHEMA)
+    assert_html_report_complete((work / "report.html").read_text(), plan, "demo")
+
+
 @needs_snakemake
 def test_bad_params_stop_snakemake_before_any_job(tmp_path):
     work = copy_pipeline(tmp_path / "wf")
@@ -405,6 +429,9 @@ def test_demo_end_to_end_through_snakemake(tmp_path):
     plan = pipeline.Plan.load(work / "params.yaml", work / pipeline.SCHEMA)
     assert_reports_hold_numbers(work / "reports" / "demo", plan)
     assert "Nothing to be done" in snakemake(work, "-n", "--cores", "1", "demo").stdout
+    # the HTML report: one self-contained file with every table and figure of the experiment, and run times
+    snakemake(work, "--cores", "1", "--report", "report.html", "demo")
+    assert_html_report_complete((work / "report.html").read_text(), plan, "demo")
 
 
 @needs_dvc
@@ -425,7 +452,7 @@ def test_demo_end_to_end_through_dvc_with_a_local_remote(tmp_path):
     # every evaluated run's metrics (DVC `metrics`), the training curves (DVC `plots`)
     shown = run(["dvc", "metrics", "show", "--json"], work).stdout
     evaluated = [j.outputs[0] for j in plan.all_jobs() if j.rule == "evaluate"]
-    metrics = {p: d["data"] for ws in json.loads(shown).values() for p, d in ws["data"].items()}
+    metrics = {p: d["data"] for ws in json.loads(shown).values() for p, d in ws["data"].items() if "data" in d}
     assert set(evaluated) <= set(metrics) and all({"ppl", "rec", "kl", "mi", "au"} <= set(metrics[p]) for p in evaluated)
     run(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], work)
     assert "curves.json" in (tmp_path / "plots" / "index.html").read_text()
