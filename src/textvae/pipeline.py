@@ -604,7 +604,7 @@ class Plan:
                                   for s in self.sections(exp, stem)}
         name = f"report-{stem}" if exp.name == "paper" else f"report-{exp.name}-{stem}"
         if stem == "index":
-            name = exp.name   # `dvc repro demo` / `dvc repro paper`
+            name = exp.name   # the experiment's index job
         return Job("report", name.replace("_", "-"), argv, files, [out], keys, knobs)
 
     def _table_datasets(self, exp: Experiment, table: str) -> list[str]:
