@@ -2,8 +2,7 @@
 iterates over that DVC's templating cannot compute (table rows, λ snapping, experiments) are in the generated
 ``workflow/dvc_runs.yaml``.
 
-What DVC can follow by itself, it follows directly from params.yaml: the datasets (``foreach: ${datasets}``) and
-the λ-grid runs (``matrix`` over ``${lam_grid}`` and ``${seeds}`` for the datasets × methods whose table rows
+What DVC can follow by itself, it follows directly from params.yaml: the λ-grid runs (``matrix`` over ``${lam_grid}`` and ``${seeds}`` for the datasets × methods whose table rows
 run every λ of the grid), so appending a λ to ``lam_grid`` shows the new stages in ``dvc status`` and
 ``dvc repro`` with no other command. Everything else (a new table row, an experiment, a seed for the runs outside
 the grid) needs ``textvae pipeline dvc-yaml``; a stale run list cannot go unnoticed: every stage runs ``textvae pipeline
@@ -121,7 +120,8 @@ def runs_data(plan: Plan) -> dict:
             padded = datasets + [datasets[0]] * (REPORT_SLOTS - len(datasets))
             report[key] = {"out": out, **{f"d{i}": d for i, d in enumerate(padded)}}
     # one top-level key: DVC merges vars files, and params.yaml's keys stay free
-    return {"runs": {"grid": grid, "grid_pretrained": grid_pre, "train": train, "train_pretrained": train_pre,
+    data = list(dict.fromkeys(j.name[len("data-"):] for j in jobs if j.rule == "data"))
+    return {"runs": {"data": data, "grid": grid, "grid_pretrained": grid_pre, "train": train, "train_pretrained": train_pre,
                      "evaluate": evaluate, "probe": probe, "report": report, "report_static": report_static}}
 
 
