@@ -20,7 +20,7 @@ from textvae.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 # src/textvae: the DVC stages depend on the code they run (the commands run the installed package)
-PIPELINE_FILES = ["Snakefile", "params.yaml", "workflow", "profiles", "dvc.yaml", ".gitignore", "src/textvae"]
+PIPELINE_FILES = ["Snakefile", "params.yaml", "workflow", "profiles", "dvc.yaml", ".gitignore", ".dvcignore", "src/textvae"]
 
 needs_snakemake = pytest.mark.skipif(shutil.which("snakemake") is None,
                                      reason="snakemake not installed (pip install -e '.[pipeline]')")
