@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from textvae import pipeline
+from textvae import dvc_stages, pipeline
 from textvae.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-PIPELINE_FILES = ["Snakefile", "params.yaml", "workflow", "profiles", "dvc.yaml", ".gitignore"]
+# src/textvae: the DVC stages depend on the code they run (the commands run the installed package)
+PIPELINE_FILES = ["Snakefile", "params.yaml", "workflow", "profiles", "dvc.yaml", ".gitignore", ".dvcignore", "src/textvae"]
 
 needs_snakemake = pytest.mark.skipif(shutil.which("snakemake") is None,
                                      reason="snakemake not installed (pip install -e '.[pipeline]')")
@@ -37,7 +38,7 @@ def copy_pipeline(dest: Path) -> Path:
     for name in PIPELINE_FILES:
         src = REPO / name
         if src.is_dir():
-            shutil.copytree(src, dest / name)
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.exists():
             shutil.copy2(src, dest / name)
     return dest
@@ -106,7 +107,7 @@ FAKE_TEXTVAE = textwrap.dedent('''\
     #!{python}
     """Stands in for `textvae`: writes each command's output files (names from textvae.pipeline)."""
     import json, os, sys
-    from textvae import pipeline
+    from textvae import dvc_stages, pipeline
     argv = sys.argv[1:]
     out = argv[argv.index("--out") + 1]
     with open(os.environ["FAKE_TEXTVAE_LOG"], "a") as fh:
@@ -260,13 +261,10 @@ def test_bad_value_is_one_line_naming_the_key(edit, key):
     assert msg.startswith(f"params.yaml: {key}"), msg
 
 
-def test_committed_dvc_yaml_is_generated_from_params():
+def test_committed_dvc_run_lists_are_generated_from_params():
     plan = pipeline.Plan.load(REPO / "params.yaml", REPO / pipeline.SCHEMA)
-    assert (REPO / "dvc.yaml").read_text() == pipeline.dvc_yaml(plan), \
-        "dvc.yaml is stale: run `textvae pipeline dvc-yaml`"
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert set(stages) == {j.name for j in plan.all_jobs()}
-    assert {"paper", "demo"} <= set(stages)
+    assert (REPO / dvc_stages.RUNS_FILE).read_text() == dvc_stages.runs_yaml(plan), \
+        f"{dvc_stages.RUNS_FILE} is stale: run `textvae pipeline dvc-yaml`"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -294,24 +292,22 @@ def test_dry_run_table3_lists_the_paper_scale_jobs():
 
 
 @needs_snakemake
-def test_snakemake_dag_is_the_plan_and_dvc_yaml(tmp_path):
-    """Every job of the Snakemake DAG is a stage of dvc.yaml with the same command and outputs."""
+def test_snakemake_dag_is_the_plan(tmp_path):
+    """Every job of the Snakemake DAG is a job of the plan (the DVC stages run) with the same command and
+    outputs (tests/test_dvc.py checks the DVC stages against the same plan)."""
     proc = snakemake(REPO, "-n", "--cores", "1", "--forceall", "all")
     out = proc.stdout + proc.stderr
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    by_output = {}
-    for name, st in stages.items():
-        for o in st["outs"]:
-            by_output[o if isinstance(o, str) else next(iter(o))] = st   # {path: {cache: false}} for reports
+    plan = pipeline.Plan.load(REPO / "params.yaml", REPO / pipeline.SCHEMA)
+    by_output = {o: job for job in plan.all_jobs() for o in job.outputs}
     jobs = [(r, o) for r, o in dry_run_jobs(out) if r not in ("all",)]
-    assert len(jobs) == len(stages)
+    assert len(jobs) == len(plan.all_jobs())
     # printed with the default profile's printshellcmds; GPU jobs go through the slot wrapper
     cmds = {re.sub(r"^\S+ -m textvae\.gpu_slots --slots-per-device \d+ -- ", "", c)
             for c in re.findall(r"Shell command: (.*?) > logs/", out)}
-    assert cmds == {st["cmd"] for st in stages.values()}
+    assert cmds == {job.cmd for job in plan.all_jobs()}
     for rule, first_out in jobs:
-        key = first_out if first_out in by_output else str(Path(first_out).parent)
-        assert key in by_output, (rule, first_out)
+        job_rule = {"prepare_data": "data", "report_index": "report"}.get(rule, rule)
+        assert first_out in by_output and by_output[first_out].rule == job_rule, (rule, first_out)
 
 
 @needs_snakemake
@@ -347,6 +343,30 @@ def test_adding_a_lambda_reruns_only_the_new_jobs_and_their_reports(tmp_path):
     assert {j for j in jobs if j[0] != "all"} == expected
     snakemake(work, "--cores", "2", "all", env=env)
     assert "Nothing to be done" in snakemake(work, "-n", "--cores", "1", "all", env=env).stdout
+
+
+REPORT_LINK = re.compile(r"""(?:src|href)=["'](?!data:|#|https?:|mailto:)[^"']+\.(?:png|md)["']""")
+
+
+def assert_html_report_complete(html: str, plan: pipeline.Plan, exp_name: str) -> None:
+    """Every table, figure and index of the experiment in the report, with run times, no link to a file."""
+    exp = plan.experiment(exp_name)
+    for item in plan.report_items(exp):
+        assert f"{exp.report_dir}/{item}" in html, f"report.html lacks {item}"
+    assert "runtime" in html.lower()
+    assert not REPORT_LINK.search(html)
+
+
+@needs_snakemake
+def test_html_report_holds_every_table_and_figure(tmp_path):
+    """`snakemake --report report.html demo` (stand-in textvae commands: the real demo is the slow test)."""
+    work = copy_pipeline(tmp_path / "wf")
+    edit_params(work, tiny_demo)
+    env = fake_textvae_env(tmp_path)
+    snakemake(work, "--cores", "2", "demo", env=env)
+    snakemake(work, "--cores", "1", "--report", "report.html", "demo", env=env)
+    plan = pipeline.Plan.load(work / "params.yaml", work / pipeline.SCHEMA)
+    assert_html_report_complete((work / "report.html").read_text(), plan, "demo")
 
 
 @needs_snakemake
@@ -467,6 +487,9 @@ def test_demo_end_to_end_through_snakemake(tmp_path):
     plan = pipeline.Plan.load(work / "params.yaml", work / pipeline.SCHEMA)
     assert_reports_hold_numbers(work / "reports" / "demo", plan)
     assert "Nothing to be done" in snakemake(work, "-n", "--cores", "1", "demo").stdout
+    # the HTML report: one self-contained file with every table and figure of the experiment, and run times
+    snakemake(work, "--cores", "1", "--report", "report.html", "demo")
+    assert_html_report_complete((work / "report.html").read_text(), plan, "demo")
 
 
 @needs_dvc
@@ -475,8 +498,6 @@ def test_demo_end_to_end_through_dvc_with_a_local_remote(tmp_path):
     work = copy_pipeline(tmp_path / "wf")
     edit_params(work, tiny_demo)
     run([sys.executable, "-m", "textvae", "pipeline", "dvc-yaml"], work)
-    stages = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]
-    assert "demo" in stages and not any(n.startswith("data-ptb") for n in stages)
     git_env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
                "GIT_COMMITTER_EMAIL": "t@t"}
     run(["git", "init", "-q"], work)
@@ -486,6 +507,15 @@ def test_demo_end_to_end_through_dvc_with_a_local_remote(tmp_path):
     run(["dvc", "repro"], work, {"OMP_NUM_THREADS": "1"}, timeout=1800)
     plan = pipeline.Plan.load(work / "params.yaml", work / pipeline.SCHEMA)
     assert_reports_hold_numbers(work / "reports" / "demo", plan)
+    # every evaluated run's metrics (DVC `metrics`), the training curves (DVC `plots`)
+    shown = run(["dvc", "metrics", "show", "--json"], work).stdout
+    evaluated = [j.outputs[0] for j in plan.all_jobs() if j.rule == "evaluate"]
+    metrics = {p: d["data"] for ws in json.loads(shown).values() for p, d in ws["data"].items() if "data" in d}
+    assert set(evaluated) <= set(metrics)
+    for p in evaluated:   # the LSTM-LM has an exact PPL and no latent
+        assert ({"ppl"} if "/lm/" in p else {"ppl", "rec", "kl", "mi", "au"}) <= set(metrics[p]), p
+    run(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], work)
+    assert "curves.json" in (tmp_path / "plots" / "index.html").read_text()
     run(["git", "add", "-A"], work, git_env)
     run(["git", "commit", "-q", "-m", "demo"], work, git_env)
     run(["dvc", "push"], work)

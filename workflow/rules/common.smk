@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from textvae import pipeline
+from textvae import dvc_stages, pipeline
 from textvae.errors import ConfigError
 
 try:
@@ -11,12 +11,13 @@ try:
     # the textvae commands read params.yaml itself: knobs set with --config/--configfile would not reach them
     pipeline.check_same_knobs(config, pipeline.load_params("params.yaml"))
     P = pipeline.Plan(config, "params.yaml")
-    _dvc_stale = Path("dvc.yaml").exists() and Path("dvc.yaml").read_text() != pipeline.dvc_yaml(P)
+    _dvc_runs = Path(dvc_stages.RUNS_FILE)
+    _dvc_stale = _dvc_runs.exists() and _dvc_runs.read_text() != dvc_stages.runs_yaml(P)
 except ConfigError as exc:
     sys.exit(str(exc))
 if _dvc_stale:
-    print("textvae: note: dvc.yaml differs from params.yaml; run `textvae pipeline dvc-yaml` before "
-          "`dvc repro` (snakemake is not affected)", file=sys.stderr)
+    print(f"textvae: note: {dvc_stages.RUNS_FILE} differs from params.yaml; run `textvae pipeline dvc-yaml` "
+          "before `dvc repro` (snakemake is not affected)", file=sys.stderr)
 
 # Runtime settings (profiles' `config:`), not experiment knobs: jobs per GPU for the slot pool.
 GPU_SLOTS_PER_DEVICE = config.get("gpu_slots_per_device", 1)

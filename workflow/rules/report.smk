@@ -9,7 +9,10 @@ rule report:
     input:
         lambda wc: report_job(wc).inputs,
     output:
-        "{root}/{item}",
+        # `snakemake --report report.html demo`: one HTML file, a category per experiment, a subcategory per table
+        # and figure (docs/pipeline.md)
+        report("{root}/{item}", category="{root}", subcategory="{item}", labels={"experiment": "{root}",
+                                                                              "item": "{item}"}),
     wildcard_constraints:
         root="|".join(REPORT_DIRS),
         item=r"(table[0-9]+|appendix_b|claims)\.md|fig_[a-z]+_[a-z0-9_]+\.png",
@@ -31,7 +34,8 @@ rule report_index:
     input:
         lambda wc: [f if f.endswith("/claims.md") else ancient(f) for f in report_job(wc, "index.md").inputs],
     output:
-        "{root}/index.md",
+        report("{root}/index.md", category="{root}", subcategory="index.md", labels={"experiment": "{root}",
+                                                                                  "item": "index.md"}),
     wildcard_constraints:
         root="|".join(REPORT_DIRS),
     params:

@@ -1,0 +1,131 @@
+"""DVC follows params.yaml: dvc.yaml (a template) + workflow/dvc_runs.yaml (generated run lists) give exactly the
+plan's jobs; appending a λ to lam_grid shows its stages with no other command; a stale run list stops a stage
+with one line; every stage depends on the code its command runs; a change of the training code changes the
+training stages; evaluations are DVC metrics, training curves DVC plots."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from textvae import dvc_stages, pipeline
+from test_pipeline import REPO, copy_pipeline, edit_params, needs_dvc, run, tiny_demo
+
+LAM_GRID_LINE = re.compile(r"^(lam_grid: &lam_grid \[)([^\]]*)\]", re.M)
+
+
+def append_to_lam_grid(work: Path, lam: str) -> None:
+    """What a user does: edit the lam_grid line of params.yaml (the tables share it through the YAML anchor)."""
+    text = (work / "params.yaml").read_text()
+    assert LAM_GRID_LINE.search(text), "params.yaml has no `lam_grid: &lam_grid [...]` line"
+    (work / "params.yaml").write_text(LAM_GRID_LINE.sub(lambda m: f"{m.group(1)}{m.group(2)}, {lam}]", text))
+
+
+def dvc_repo(work: Path) -> Path:
+    run(["git", "init", "-q"], work)
+    run(["dvc", "init", "-q"], work)
+    run(["dvc", "config", "core.analytics", "false"], work)
+    return work
+
+
+def dvc_outputs(work: Path) -> set[str]:
+    """The outputs of every stage dvc.yaml resolves to (curves.json, DVC's own plot file, aside)."""
+    code = ("import json; from dvc.repo import Repo; r = Repo('.'); "
+            "print(json.dumps(sorted(str(o.def_path) for s in r.index.stages for o in s.outs)))")
+    outs = json.loads(run([sys.executable, "-c", code], work).stdout)
+    return {o for o in outs if not o.endswith("/curves.json")}
+
+
+def plan_outputs(work: Path) -> set[str]:
+    plan = pipeline.Plan.load(work / "params.yaml", work / pipeline.SCHEMA)
+    return {o for job in plan.all_jobs() for o in (job.dvc_outs or job.outputs)}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# without DVC
+# ----------------------------------------------------------------------------------------------------------
+
+def raw_stages() -> dict:
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def stage_body(stage: dict) -> dict:
+    return stage.get("do", stage)
+
+
+@pytest.mark.parametrize("group", [g for g in raw_stages()])
+def test_every_stage_depends_on_the_code_it_runs(group):
+    body = stage_body(raw_stages()[group])
+    rule = body["cmd"].split()[3]    # textvae pipeline dvc-run RULE …
+    needed = dvc_stages.code_closure(dvc_stages.ENTRY_MODULES[rule], REPO / "src" / "textvae")
+    deps = [d for d in body["deps"] if d.startswith("src/")]
+    assert set(needed) <= set(deps), f"dvc.yaml: {group}: add {sorted(set(needed) - set(deps))} to deps"
+    assert all((REPO / d).exists() for d in deps), deps
+
+
+def test_training_stages_declare_every_run_file():
+    for group in ("train", "train_pretrained", "train_grid", "train_grid_pretrained"):
+        outs = [o.rsplit("/", 1)[1] for o in stage_body(raw_stages()[group])["outs"]]
+        assert sorted(outs) == sorted(pipeline.RUN_FILES), f"dvc.yaml: {group}: outs must be {pipeline.RUN_FILES}"
+
+
+def test_a_stale_run_list_stops_the_stage_with_one_line(tmp_path, monkeypatch):
+    work = copy_pipeline(tmp_path / "wf")
+    # a table row DVC's templating cannot follow (a λ outside lam_grid)
+    edit_params(work, lambda p: p["tables"]["table3"]["rows"]["ptb"].append("ours@2.5"))
+    proc = run([sys.executable, "-m", "textvae", "pipeline", "dvc-run", "report", "reports/table3.md"], work,
+               check=False)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "workflow/dvc_runs.yaml is out of date with params.yaml" in lines[0], proc.stderr
+    run([sys.executable, "-m", "textvae", "pipeline", "dvc-yaml"], work)
+    assert "ptb-ours-lam2p5-seed783435" in (work / dvc_stages.RUNS_FILE).read_text()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# with DVC
+# ----------------------------------------------------------------------------------------------------------
+
+@needs_dvc
+def test_dvc_stages_are_the_plan_and_follow_lam_grid(tmp_path):
+    work = dvc_repo(copy_pipeline(tmp_path / "wf"))
+    assert dvc_outputs(work) == plan_outputs(work)
+
+    append_to_lam_grid(work, "10")
+    # no other command: the run lists are still current, and DVC plans the λ = 10 runs and their evaluations
+    run([sys.executable, "-m", "textvae", "pipeline", "dvc-yaml", "--check"], work)
+    assert dvc_outputs(work) == plan_outputs(work)
+    status = run(["dvc", "status"], work).stdout
+    new = {name for name in re.findall(r"^(\S+):$", status, re.M) if "-10-" in name}
+    expected = {f"{kind}{'_pretrained' if m == 'ours' else ''}@{d}-{m}-10-783435"
+                for kind in ("train_grid", "evaluate_grid") for d in ("ptb", "snli", "yahoo") for m in ("fbp", "ours")}
+    assert new == expected
+
+@needs_dvc
+@pytest.mark.slow
+def test_code_change_reruns_training_and_evaluations_are_metrics(tmp_path):
+    """One tiny demo run through DVC: its evaluation is a DVC metric and its curves a plot; a change of
+    objectives.py makes its training stage (not the evaluation) changed."""
+    work = copy_pipeline(tmp_path / "wf")
+    edit_params(work, tiny_demo)
+    run([sys.executable, "-m", "textvae", "pipeline", "dvc-yaml"], work)
+    dvc_repo(work)
+    stage = "evaluate@synthetic-vae-seed783435"
+    run(["dvc", "repro", stage], work, {"OMP_NUM_THREADS": "1"}, timeout=900)
+    metrics = json.loads(run(["dvc", "metrics", "show", "--json"], work).stdout)
+    shown = {p: d["data"] for ws in metrics.values() for p, d in ws["data"].items() if "data" in d}
+    assert {"ppl", "rec", "kl", "mi", "au"} <= set(shown["results/synthetic/vae/seed783435/eval_test.json"])
+    run(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], work)
+    assert "results/synthetic/vae/seed783435/curves.json" in (tmp_path / "plots" / "index.html").read_text()
+    assert "changed" not in run(["dvc", "status", stage], work).stdout
+
+    obj = work / "src" / "textvae" / "objectives.py"
+    obj.write_text(obj.read_text() + "\n# a change of the training objective\n")
+    status = run(["dvc", "status", "train@synthetic-vae-seed783435", stage], work).stdout
+    assert re.search(r"train@synthetic-vae-seed783435:\n\s+changed deps:\n\s+modified:\s+src/textvae/objectives.py",
+                     status), status
+    assert f"{stage}:" not in status
