@@ -141,7 +141,7 @@ def fake_textvae_env(tmp_path: Path) -> dict:
 
 def test_params_yaml_is_valid_and_complete():
     plan = pipeline.Plan.load(REPO / "params.yaml", REPO / pipeline.SCHEMA)
-    assert set(plan.experiments) == {"paper", "demo", "ptb_cpu"}
+    assert set(plan.experiments) == {"paper", "demo", "demo_seeds", "demo_corpus2", "ptb_cpu"}
     assert plan.table_names() == list(pipeline.TABLE_KINDS)
     jobs = plan.all_jobs()
     names = [j.name for j in jobs]
@@ -315,7 +315,7 @@ def test_adding_a_lambda_reruns_only_the_new_jobs_and_their_reports(tmp_path):
     work = copy_pipeline(tmp_path / "wf")
 
     def paper_lm_tables(p):   # the tables with λ grids, and table3 which must not rerun
-        p["experiments"].pop("demo")
+        p["experiments"] = {"paper": p["experiments"]["paper"]}
         p["tables"] = {t: p["tables"][t] for t in ("table3", "table10", "table11")}
         p["figures"].pop("curves")
         for spec in (p["tables"]["table10"], p["tables"]["table11"], p["figures"]["tradeoff"]):

@@ -32,7 +32,7 @@ rule report:
 # claims.md.
 rule report_index:
     input:
-        lambda wc: [f if f.endswith("/claims.md") else ancient(f) for f in report_job(wc, "index.md").inputs],
+        lambda wc: [f if f.endswith("claims.md") else ancient(f) for f in report_job(wc, "index.md").inputs],
     output:
         report("{root}/index.md", category="{root}", subcategory="index.md", labels={"experiment": "{root}",
                                                                                   "item": "index.md"}),
