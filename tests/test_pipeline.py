@@ -340,6 +340,8 @@ def test_adding_a_lambda_reruns_only_the_new_jobs_and_their_reports(tmp_path):
                  for m in ("fbp", "ours")}
     expected |= {("report", f"reports/{t}") for t in ("table10.md", "table11.md", "fig_tradeoff_ptb.png",
                                                       "fig_tradeoff_snli.png", "fig_tradeoff_yahoo.png")}
+    # the claims read Table 10 (Ours against FBP at every λ), and the index shows their verdicts
+    expected |= {("report", "reports/claims.md"), ("report_index", "reports/index.md")}
     assert {j for j in jobs if j[0] != "all"} == expected
     snakemake(work, "--cores", "2", "all", env=env)
     assert "Nothing to be done" in snakemake(work, "-n", "--cores", "1", "all", env=env).stdout
