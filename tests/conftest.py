@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import json
+
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,3 +46,16 @@ def run_cli(*args: str, check: bool = True, timeout: float = 600, env: dict | No
     if check and proc.returncode != 0:
         raise AssertionError(f"textvae {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+@pytest.fixture
+def params() -> dict:
+    """params.yaml of the repository, as data (tests edit their own copy)."""
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def write_json(root: Path, rel: str, data: dict) -> None:
+    """A fabricated result file ``root/rel``."""
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))

@@ -5,25 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-import yaml
-
+from conftest import write_json
 from textvae import claims, reporting
 from textvae.pipeline import Plan, Row
 from textvae.reporting import Results
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def params() -> dict:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
-
-
-def write_json(root: Path, rel: str, data: dict) -> None:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
 
 
 def paper_results(plan: Plan, root: Path) -> None:

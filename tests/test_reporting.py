@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import write_json
 from textvae import pipeline, reporting
 from textvae.pipeline import Plan, Row, Run
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def params() -> dict:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
-
-
-def write_json(root: Path, rel: str, data: dict) -> None:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
 
 
 def fake_eval(ppl: float, rec: float = 90.0, kl: float = 5.0) -> dict:
