@@ -463,7 +463,7 @@ def assert_reports_hold_numbers(report_dir: Path, plan: pipeline.Plan) -> None:
             assert re.search(r"\|\s*\d+ / \d+\s*\|", text), text
         elif item == "table7.md":
             assert re.search(r"\|\s*0\.0\s*\|", text) and re.search(r"\|\s*1\.0\s*\|", text), text
-        elif item != "index.md":
+        elif item not in ("index.md", "claims.md"):   # claims: verdicts checked above
             assert NUMBER.search(text), f"{item} holds no computed number:\n{text}"
         assert "(paper)" not in text
 
