@@ -586,8 +586,7 @@ class Reporter:
                       f"{DATASET_NAMES.get(exp.dataset, exp.dataset)} (`{exp.dataset}`) with small settings; "
                       "there is no paper column (the numbers would not be comparable).", ""]
         if "claims.md" in self.plan.report_items(exp):
-            lines += [self.claims_section().replace("## The paper's claims", "## The paper's claims", 1),
-                      "Details and every number: [claims.md](claims.md).", ""]
+            lines += [self.claims_section(), "Details and every number: [claims.md](claims.md).", ""]
         lines += ["## Tables", ""]
         for item in self.plan.report_items(exp):
             stem = item.rsplit(".", 1)[0]

@@ -181,8 +181,6 @@ class Trainer:
         self.model_cfg = ModelConfig.from_dict({**model_cfg, "vocab_size": len(self.vocab)})
         seed_everything(cfg.seed)
         self.model = build_model(m.kind, self.model_cfg).to(self.device)
-        if cfg.encoder_init not in ENCODER_INITS:
-            raise ConfigError(f"--encoder-init: expected one of {', '.join(ENCODER_INITS)}, got {cfg.encoder_init!r}")
         if cfg.encoder_init != "spec" and isinstance(self.model, VAE) and not m.pretrained_encoder:
             self.model.encoder.reset_parameters(cfg.encoder_init)
         if m.pretrained_encoder:
