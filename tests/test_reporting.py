@@ -156,3 +156,21 @@ def test_row_labels():
     assert reporting.row_label(Row("fbp", 7.0)) == "+ FBP (λ = 7)"
     assert reporting.row_label(Row("ours", 2.5)) == "Ours (λ = 2.5)"
     assert reporting.row_label(Row("pretrain_anneal"), "table10") == "+ anneal enc (pretrain + anneal)"
+
+
+def test_settings_state_each_rows_budget_and_test_subset(tmp_path, params):
+    """A reduced-budget experiment says, per row, what it trained on and how much of the test set it scored."""
+    params["datasets"]["ptb_cpu"]["training"] = {"max_epochs": 2, "warm_up": 1, "methods": {
+        "ae": {"max_epochs": 7}, "fb": {"max_epochs": 1}, "fbp": {"max_epochs": 1},
+        "aggressive": {"max_epochs": 1, "max_train": 3000}}}
+    params["datasets"]["ptb_cpu"]["evaluation"] = {"iw_samples": 100, "max_examples": 500}
+    plan = Plan(params)
+    out = tmp_path / "table1.md"
+    reporting.render(plan, plan.experiment("ptb_cpu"), "table1", out, tmp_path)
+    text = out.read_text()
+    assert ("budgets: AE: 7 epochs; FB, FBP: 1 epoch; aggressive: 1 epoch on the first 3,000 training sentences; "
+            "every other row: 2 epochs") in text
+    assert "every test metric on the first 500 test sentences" in text
+    # the paper experiment trains with the global settings: no budget line
+    reporting.render(plan, plan.experiment("paper"), "table1", out, tmp_path)
+    assert "budgets:" not in out.read_text()

@@ -439,17 +439,37 @@ class Reporter:
                      + ("" if not self.paper else " (paper: 1000)"))
         lines.append(f"- device: {', '.join(sorted(self.results.devices)) or 'unknown (no results read)'}")
         for d in datasets:
-            tr = self.plan.section("training", d)
             over = self.plan.datasets[d].get("training")
             if over:
                 lines.append(f"- {DATASET_NAMES.get(d, d)} training overrides: "
                              + ", ".join(f"{k}={v}" for k, v in sorted(over.items())))
+                lines.append(f"- {DATASET_NAMES.get(d, d)} budgets: {self.budgets(d)}")
+            ev = self.plan.datasets[d].get("evaluation") or {}
+            if ev.get("max_examples"):
+                lines.append(f"- {DATASET_NAMES.get(d, d)}: every test metric on the first {ev['max_examples']:,} "
+                             f"test sentences (paper: the whole test set)")
         lines.append("- training: " + ", ".join(f"{k}={v}" for k, v in (p.get("training") or {}).items()))
         lines.append("- SPEC choices: " + ", ".join(f"{k}={v}" for k, v in (p.get("spec_choices") or {}).items()))
         data = self.data_notes()
         if data:
             lines += ["", "Data:", ""] + data
         return "\n".join(lines)
+
+    def budgets(self, dataset: str) -> str:
+        """Training budget per method on a dataset with overrides: epochs (at most; the lr-decay rule may stop
+        a run earlier) and, where capped, the training sentences per epoch."""
+        base = int(self.plan.section("training", dataset).get("max_epochs", 100))
+        over = dict(self.plan.datasets[dataset].get("training") or {})
+        per_method = over.get("methods") or {}
+        groups: dict[str, list[str]] = {}
+        for method, m in per_method.items():
+            text = f"{m.get('max_epochs', base)} epoch{'s' if m.get('max_epochs', base) != 1 else ''}"
+            if m.get("max_train"):
+                text += f" on the first {int(m['max_train']):,} training sentences"
+            groups.setdefault(text, []).append(row_label(Row(method)).lstrip("+ "))
+        parts = [f"{', '.join(names)}: {text}" for text, names in groups.items()]
+        parts.append(f"every other row: {base} epoch{'s' if base != 1 else ''}")
+        return "; ".join(parts)
 
     def missing_block(self) -> str:
         miss = list(dict.fromkeys(self.results.missing))
