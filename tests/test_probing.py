@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from textvae import DEFAULT_SEED
 from textvae import probing as P
 from textvae.checkpoint import atomic_save, model_payload
 from textvae.data import BOS_ID, EOS_ID, Vocab
@@ -347,7 +348,7 @@ def test_label_subsets_nested_seeded_and_balanced():
     a = P.sample_label_subset(labels, 100)
     b = P.sample_label_subset(labels, 500)
     assert len(set(a)) == 100 and set(a) <= set(b)        # [C]: permutation prefix → nested subsets
-    np.random.seed(P.SPEC_SEED)
+    np.random.seed(DEFAULT_SEED)
     assert a.tolist() == np.random.choice(1000, 100, replace=False).tolist()
     bal = P.sample_label_subset(labels, 100, mode="balanced")
     assert np.bincount(labels[bal]).tolist() == [50, 50] and len(set(bal)) == 100
@@ -375,7 +376,7 @@ def test_cli_bleu(tiny):
     assert 0.0 <= rec["bleu"] <= 100.0 and rec["sentences"] == 80
     assert "tok:none" in rec["signature"] and len(rec["examples"]) == 3
     assert rec["checkpoint"]["method"] == "ours" and rec["checkpoint"]["path"] == str(tiny["ckpt"])
-    assert rec["settings"]["max_len"] == 12 and rec["seed"] == P.SPEC_SEED
+    assert rec["settings"]["max_len"] == 12 and rec["seed"] == DEFAULT_SEED
     md = out.with_suffix(".md").read_text(encoding="utf-8")
     assert "BLEU" in md and "| # | input | reconstruction |" in md
     assert not [p for p in out.parent.iterdir() if ".tmp" in p.name]

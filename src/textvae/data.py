@@ -130,7 +130,6 @@ class Vocab:
         return out
 
     def save(self, path: str | Path) -> None:
-        from textvae.checkpoint import atomic_write_text  # checkpoint imports this module
 
         atomic_write_text("\n".join(self.itos) + "\n", path)
 

@@ -22,6 +22,7 @@ from itertools import combinations
 from pathlib import Path
 
 from textvae.errors import ConfigError
+from textvae.rundir import atomic_write_text
 from textvae.pipeline import LAM_METHODS, PARAMS, PRETRAIN_METHODS, Plan, Run, fmt_lam
 
 RUNS_FILE = "workflow/dvc_runs.yaml"
@@ -169,9 +170,7 @@ def write_curves(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     out = run_dir / "curves.json"
-    tmp = out.with_name(".curves.json.tmp")
-    tmp.write_text(json.dumps(records, indent=1) + "\n")
-    tmp.replace(out)
+    atomic_write_text(json.dumps(records, indent=1) + "\n", out)
     return out
 
 

@@ -35,11 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from textvae import DEFAULT_SEED
 from textvae.data import make_batches, read_corpus, split_path, Vocab, count_tokens
 from textvae.errors import CheckpointError, ConfigError
+from textvae.rundir import atomic_write_text
 from textvae.model import LOG_2PI, VAE, LSTMLM, kl_per_dim
 
-DEFAULT_SEED = 783435
 DEFAULT_BUDGET_MB = {"cpu": 1024, "cuda": 16384}   # a 2-core/24 GiB CPU box; an 80 GB GPU
 CPU_MAX_ROWS = 1024          # rows of one decoder pass on CPU (bench/bench_evaluate.py measured the optimum)
 CPU_PROJ_ROWS = 512          # rows of one vocabulary-projection tile on CPU (bench/bench_evaluate.py --sweep)
@@ -535,14 +536,6 @@ def lm_log_likelihood(model: LSTMLM, examples: Sequence[Sequence[int]], batch_si
 # Whole-checkpoint evaluation
 # ----------------------------------------------------------------------------------------------------------
 
-def resolve_device(name: str | None) -> torch.device:
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
-
-
 def _ppl(total_nll: float, tokens: int) -> float:
     try:
         return math.exp(total_nll / tokens)
@@ -629,7 +622,7 @@ def evaluate_checkpoint(ckpt: str | Path, data: str | Path, split: str = "test",
                         progress: bool = False, precision_check: int = 0) -> dict:
     """Load ``ckpt`` (any kind the trainer writes), read ``split`` of ``data`` with the checkpoint's vocab, and
     compute every column of Tables 10/11 (SPEC §5). Returns the metrics dict (docs/architecture.md)."""
-    from textvae.checkpoint import file_sha256, load_model
+    from textvae.checkpoint import file_sha256, load_model, resolve_device
     dev = resolve_device(device)
     model, vocab, ck = load_model(ckpt, dev)
     path = split_path(data, split)
@@ -669,7 +662,6 @@ def summary_line(res: dict) -> str:
 
 
 def write_json_atomic(obj: dict, path: str | Path) -> None:
-    from textvae.checkpoint import atomic_write_text
 
     atomic_write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", path)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterable
 
 from textvae.errors import ConfigError
+from textvae.rundir import atomic_write_text
 
 PARAMS = "params.yaml"
 SCHEMA = "workflow/schemas/params.schema.yaml"
@@ -804,9 +805,7 @@ def _cmd_dvc_yaml(args) -> int:
     if args.out == "-":
         sys.stdout.write(text)
     else:
-        tmp = Path(args.out + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(args.out)
+        atomic_write_text(text, args.out)
         print(f"wrote {args.out}")
     return 0
 

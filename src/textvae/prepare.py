@@ -41,10 +41,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
+from textvae import DEFAULT_SEED
 from textvae.errors import ConfigError, DataError, TextvaeError
-from textvae.rundir import check_new_or_own, hold_lock
+from textvae.rundir import atomic_path, check_new_or_own, hold_lock
 
-DEFAULT_SEED = 783435  # SPEC §4
 SPLITS = ("train", "valid", "test")
 LABEL_SUBSETS = (100, 500, 1000, 2000, 10000)  # SPEC §7.2
 DOWNSAMPLE = (("train", 100_000), ("valid", 10_000), ("test", 10_000))  # SPEC §1.1
@@ -487,23 +487,18 @@ def download(url: str, dest: str | Path, *, dataset: str, verify: Callable[[Path
     limit = f"the download took longer than {max_seconds:g} s (--max-time)" if max_seconds is not None else ""
     reason = "no attempt"
     for attempt in range(1, attempts + 1):
-        fd, tmpname = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-        os.close(fd)
-        tmp = Path(tmpname)
         try:
-            log(f"{dataset}: downloading {url} (attempt {attempt}/{attempts})")
-            _fetch_once(url, tmp, timeout, deadline, limit)
-            if verify is not None:
-                verify(tmp)
-            os.replace(tmp, dest)
+            with atomic_path(dest) as tmp:   # renamed onto dest only once fetched and verified
+                log(f"{dataset}: downloading {url} (attempt {attempt}/{attempts})")
+                _fetch_once(url, tmp, timeout, deadline, limit)
+                if verify is not None:
+                    verify(tmp)
             return dest
         except VerificationError as exc:
             reason = _one_line(exc)
             if exc.permanent:
                 raise DataError(f"{dataset}: download of {url} failed: {reason}") from None
             log(f"{dataset}: attempt {attempt} of {url} failed: {reason}")
-        finally:
-            tmp.unlink(missing_ok=True)
         if attempt < attempts:
             pause = backoff * 2 ** (attempt - 1)
             if deadline is not None and time.monotonic() + pause >= deadline:

@@ -15,7 +15,7 @@ SPEC ❓ choices made defaults here (each is an option and is recorded in the JS
 - copy: ancestral sampling from the decoder as in [C]'s helper, at most 100 tokens (``--decoding``, ``--max-len``);
 - classify: GMM with 10 components, random_state = ``--seed``, cluster label = label of the validation example
   with the highest responsibility (``--gmm-rule top``); label subsets sampled uniformly
-  (``--label-sampling uniform``) with numpy seed 783435 exactly as [C]'s ``sampling_training_labels.py``;
+  (``--label-sampling uniform``) with numpy seed 783435 (DEFAULT_SEED) exactly as [C]'s ``sampling_training_labels.py``;
   linear classifier on the frozen encoder's mean with 10 output logits as [C] (``--n-logits``), SGD lr 1.0.
 """
 from __future__ import annotations
@@ -35,27 +35,19 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from textvae.checkpoint import atomic_write_text, file_sha256, load_model
+from textvae import DEFAULT_SEED
+from textvae.checkpoint import file_sha256, load_model, resolve_device
 from textvae.data import BOS_ID, EOS_ID, Vocab, make_batches, read_corpus, split_path
 from textvae.errors import CheckpointError, ConfigError, DataError
+from textvae.pipeline import PROBES
+from textvae.reporting import md_escape
+from textvae.rundir import atomic_write_text
 
-SPEC_SEED = 783435
-PROBES = ("bleu", "smoothness", "noisy", "interpolate", "copy", "classify")
 
 
 # ==========================================================================================================
 # Small utilities
 # ==========================================================================================================
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ConfigError(f"--device {name}: expected auto, cpu or cuda")
-    return torch.device(name)
-
 
 def _jsonable(obj: Any) -> Any:
     """Plain JSON types; NaN/inf become null (JSON has no NaN)."""
@@ -83,15 +75,6 @@ def write_json(obj: dict, path: str | Path) -> None:
 def markdown_path(json_path: str | Path) -> Path:
     """``OUT.md`` next to ``OUT.json`` (same stem)."""
     return Path(json_path).with_suffix(".md")
-
-
-_MD_SPECIAL = {"\\": "\\\\", "|": "\\|", "<": "&lt;", ">": "&gt;", "*": "\\*", "_": "\\_", "`": "\\`",
-               "[": "\\[", "]": "\\]", "#": "\\#"}
-
-
-def md_escape(text: str) -> str:
-    """Escape a sentence for a markdown table cell (``<unk>`` must not become an HTML tag)."""
-    return "".join(_MD_SPECIAL.get(c, c) for c in text) if text else "∅"
 
 
 def _progress(iterable=None, *, quiet: bool = False, **kw):
@@ -340,7 +323,7 @@ def label_index(*label_lists: Sequence[str]) -> dict[str, int]:
     return {l: i for i, l in enumerate(labels)}
 
 
-def sample_label_subset(labels: Sequence[int], n: int, seed: int = SPEC_SEED, mode: str = "uniform") -> np.ndarray:
+def sample_label_subset(labels: Sequence[int], n: int, seed: int = DEFAULT_SEED, mode: str = "uniform") -> np.ndarray:
     """Indices of ``n`` labelled training examples, without replacement ([C] ``sampling_training_labels.py``):
     ``uniform`` = ``np.random.seed(seed); np.random.choice(N, n, replace=False)`` (so the subsets for different
     n are nested); ``balanced`` = ``n // #classes`` per class, classes in increasing order, same generator."""
@@ -416,7 +399,7 @@ def map_components(rule: str, n_components: int, valid_y: np.ndarray, valid_resp
 
 
 def gmm_accuracy(train_x, valid_x, valid_y, test_x, test_y, n_components: int = 10, rule: str = "top",
-                 seed: int = SPEC_SEED, all_rules: bool = True) -> dict:
+                 seed: int = DEFAULT_SEED, all_rules: bool = True) -> dict:
     """Unsupervised accuracy (%) of a GMM fitted on training features (SPEC §7.1).
 
     ``top`` and ``majority`` use the ``n_components`` GMM; ``hungarian`` a separate GMM with one component per
@@ -466,7 +449,7 @@ def length_buckets(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
 
 
 def train_linear(train_x, train_y, valid_x, valid_y, test_x, test_y, *, n_logits: int | None = None,
-                 train_lengths: Sequence[int] | None = None, seed: int = SPEC_SEED, batch_size: int = 16,
+                 train_lengths: Sequence[int] | None = None, seed: int = DEFAULT_SEED, batch_size: int = 16,
                  optimizer: str = "sgd", lr: float | None = None, max_epochs: int = 100, patience: int = 2,
                  max_decays: int = 5, clip: float = 5.0, quiet: bool = True, desc: str = "linear") -> dict:
     """Linear classifier ``A·μ + b`` on frozen features (SPEC §7.2): CE, batches of ``batch_size``
@@ -936,7 +919,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="prepared data directory data/DATASET (or a corpus file)")
     p.add_argument("--out", required=True, help="output JSON (a markdown file with examples goes next to it)")
     p.add_argument("--split", default="test", help="split to probe (default test)")
-    p.add_argument("--seed", type=int, default=SPEC_SEED, help=f"random seed (default {SPEC_SEED})")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
     p.add_argument("--max-examples", type=_positive, default=None, help="use only the first N examples of each split")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda (default auto)")
     p.add_argument("--batch-size", type=_positive, default=256, help="encoding / decoding batch size (results unchanged)")
@@ -1007,7 +990,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--subset-source", choices=("auto", "files", "sample"), default="auto",
                    help="files = DATA/train.N.txt (the paper's subsets); sample = from DATA/train.txt; "
                         "auto = files when all exist")
-    p.add_argument("--subset-seed", type=int, default=SPEC_SEED, help=f"numpy seed of the subsets ({SPEC_SEED})")
+    p.add_argument("--subset-seed", type=int, default=DEFAULT_SEED, help=f"numpy seed of the subsets ({DEFAULT_SEED})")
     p.add_argument("--train-labelled", nargs="+", default=None, metavar="PATH",
                    help="explicit labelled training files (one classifier each, keyed by size)")
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")

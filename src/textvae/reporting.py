@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import sys
 from functools import lru_cache
 from pathlib import Path
 
 from textvae.errors import ConfigError
+from textvae.rundir import atomic_path, atomic_write_text
 from textvae.pipeline import (PARAMS, TABLE_KINDS, Experiment, Plan, Row, Run, Section, fmt_lam, load_params)
 
 DATASET_NAMES = {"ptb": "PTB", "snli": "SNLI", "yahoo": "Yahoo", "yelp": "Yelp", "synthetic": "embedded corpus",
@@ -123,8 +125,15 @@ def md_table(header: list[str], rows: list[list[str]], align: list[str] | None =
                     colalign=align or (["left"] + ["right"] * (len(header) - 1)))
 
 
+# what a markdown table cell must not hold raw: the cell separator, HTML (``<unk>`` is not a tag), emphasis,
+# code, links, headings, and the escape character itself
+_MD_SPECIAL = {"\\": "\\\\", "|": "\\|", "<": "&lt;", ">": "&gt;", "*": "\\*", "_": "\\_", "`": "\\`",
+               "[": "\\[", "]": "\\]", "#": "\\#"}
+
+
 def md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    """Escape a sentence for a markdown table cell (an empty one shows as ∅, not as a missing cell)."""
+    return "".join(_MD_SPECIAL.get(c, c) for c in text) if text else "∅"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -551,11 +560,10 @@ class Reporter:
                 axes[-1].legend(fontsize=7, loc="best")
             fig.suptitle(f"{name}: training curves")
         fig.tight_layout()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.stem + ".tmp" + out.suffix)
-        fig.savefig(tmp, dpi=120)
+        # the temporary keeps the suffix: savefig picks the format from it
+        with atomic_path(out, f"{os.getpid()}{out.suffix}") as tmp:
+            fig.savefig(tmp, dpi=120)
         plt.close(fig)
-        tmp.replace(out)
         return list(dict.fromkeys(self.results.missing))
 
     def claims_section(self, heading: str = "##") -> str:
@@ -627,13 +635,6 @@ class Reporter:
 # entry points
 # ----------------------------------------------------------------------------------------------------------
 
-def write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def render(plan: Plan, exp: Experiment, item: str, out: Path, root: str | Path = ".") -> list[str]:
     """Write one report item; return the result files that were missing."""
     items = [i.rsplit(".", 1)[0] for i in plan.report_items(exp)]
@@ -643,7 +644,7 @@ def render(plan: Plan, exp: Experiment, item: str, out: Path, root: str | Path =
     if item.startswith("fig_"):
         return rep.figure(item, out)
     text = rep.index() if item == "index" else rep.claims_page() if item == "claims" else rep.table(item)
-    write_text(out, text)
+    atomic_write_text(text, out)
     return list(dict.fromkeys(rep.results.missing))
 
 

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from textvae.checkpoint import atomic_save, atomic_write_text, file_sha256, load_checkpoint, model_payload
+from textvae import DEFAULT_SEED
+from textvae.checkpoint import atomic_save, resolve_device, file_sha256, load_checkpoint, model_payload
 from textvae.checks import MODEL_RULES, TRAIN_RULES, check_values, option_label
 from textvae.data import Vocab, make_batches, read_corpus, split_path
 from textvae.errors import CheckpointError, ConfigError, TrainingError
@@ -31,7 +32,7 @@ from textvae.methods import Method, get_method
 from textvae.model import ENCODER_INITS, VAE, ModelConfig, build_model
 from textvae.objectives import BetaSchedule, vae_loss
 from textvae.pipeline import TRAIN_OPTION_NAMES, load_params
-from textvae.rundir import clean_stale_tmp, hold_lock
+from textvae.rundir import atomic_write_text, clean_stale_tmp, hold_lock
 
 log = logging.getLogger("textvae.train")
 
@@ -43,7 +44,7 @@ class TrainConfig:
     method: str
     lam: float | None = None
     init_from: str | None = None
-    seed: int = 783435
+    seed: int = DEFAULT_SEED
     batch_size: int = 32
     max_epochs: int = 100
     lr: float | None = None
@@ -75,14 +76,6 @@ class TrainConfig:
     @classmethod
     def field_names(cls) -> set[str]:
         return {f.name for f in dataclasses.fields(cls)}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
 
 
 def _rng_state() -> dict:
@@ -567,7 +560,7 @@ def register(subparsers) -> None:
     p.add_argument("--epochs", type=int, dest="max_epochs", help="maximum epochs (default 100)")
     p.add_argument("--max-train", type=int, help="use only the first N training examples")
     p.add_argument("--max-valid", type=int, help="use only the first N validation examples")
-    p.add_argument("--seed", type=int, help="random seed (default 783435)")
+    p.add_argument("--seed", type=int, help=f"random seed (default {DEFAULT_SEED})")
     p.add_argument("--lr", type=float, help="initial learning rate (default: the method's, SPEC 4)")
     p.add_argument("--encoder-init", choices=list(ENCODER_INITS),
                    help="initialise a new encoder as SPEC 2.4 (spec, default) or with PyTorch's defaults (torch)")
