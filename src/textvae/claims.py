@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from textvae.errors import ConfigError
+from textvae.methods import parse_lam
 from textvae.pipeline import TABLE_KINDS, Experiment, Plan, Row, Run, Section, fmt_lam
 
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
@@ -79,7 +80,7 @@ def match_rows(sec: Section, pattern: str) -> list[Row]:
     for row, prow in zip(sec.rows, sec.paper_rows):
         if row.method != method:
             continue
-        if lam == "*" or (not lam and row.lam is None) or (lam and prow.lam == float(lam)):
+        if lam == "*" or (not lam and row.lam is None) or (lam and prow.lam == parse_lam(lam, pattern)):
             out.append(row)
     return list(dict.fromkeys(out))
 

@@ -25,17 +25,13 @@ from pathlib import Path
 from typing import Iterable
 
 from textvae.errors import ConfigError
+from textvae.methods import (LAM_METHODS, METHODS, PAPER_ONLY_ROWS, PRETRAIN_METHODS, PRETRAIN_SOURCE, parse_lam,
+                             row_problem)
 from textvae.rundir import atomic_write_text
 
 PARAMS = "params.yaml"
 SCHEMA = "workflow/schemas/params.schema.yaml"
 
-# SPEC §3.12; cross-checked against textvae.methods by the tests
-METHODS = ("ae", "vae", "anneal", "cyclic", "cyclic_sgd", "aggressive", "fb", "fbp", "pretrain", "pretrain_anneal",
-           "iwae", "iwae_pretrain", "lm", "ours")
-LAM_METHODS = frozenset({"fb", "fbp", "ours"})
-PRETRAIN_METHODS = frozenset({"pretrain", "pretrain_anneal", "iwae_pretrain", "ours"})
-PAPER_ONLY_ROWS = frozenset({"cyclic_reported"})  # rows with the paper's numbers and no run of ours
 
 # what each report item shows: an evaluation ("lm"), a probe (its name), or the model sizes
 TABLE_KINDS = {
@@ -185,13 +181,18 @@ def schema_error(params: dict, schema_path: str | Path = SCHEMA, source: str = P
     if err.validator == "additionalProperties":
         message = message.replace("Additional properties are not allowed", "unknown key")
     elif err.validator == "pattern" and err.path and "row" in str(err.schema_path):
-        message = f"{err.instance!r} is not a row (a method of SPEC §3.12, fb@λ, fbp@λ, ours@λ or cyclic_reported)"
+        message = row_problem(err.instance) or message
     return f"{source}: {key_path(err.absolute_path)}: {message}"
 
 
 def semantic_error(params: dict, source: str = PARAMS) -> str | None:
     """Cross-key checks the schema cannot express, as one line naming the key, or None."""
     datasets = params.get("datasets") or {}
+    for ds, spec in datasets.items():
+        for method in (((spec or {}).get("training") or {}).get("methods") or {}):
+            if method not in METHODS:
+                return (f"{source}: datasets.{ds}.training.methods.{method}: unknown method; choose from "
+                        f"{', '.join(METHODS)}")
     for name, table in (params.get("tables") or {}).items():
         for i, ds in enumerate(table.get("datasets", [])):
             if ds not in datasets:
@@ -206,6 +207,8 @@ def semantic_error(params: dict, source: str = PARAMS) -> str | None:
                     return f"{source}: tables.{name}.rows: no rows for dataset {ds!r}"
         for key, row_list in _row_lists(rows):
             for i, row in enumerate(row_list):
+                if row_problem(row):
+                    return f"{source}: tables.{name}.rows{key}[{i}]: {row_problem(row)}"
                 if row.endswith("@*") and not table.get("lams"):
                     return f"{source}: tables.{name}.rows{key}[{i}]: {row!r} needs the table's `lams`"
                 if _zero_lam(row):
@@ -215,6 +218,8 @@ def semantic_error(params: dict, source: str = PARAMS) -> str | None:
             if ds not in datasets:
                 return f"{source}: figures.{fig}.datasets[{i}]: unknown dataset {ds!r} (not under datasets)"
         for i, row in enumerate(spec.get("rows", [])):
+            if row_problem(row):
+                return f"{source}: figures.{fig}.rows[{i}]: {row_problem(row)}"
             if row.endswith("@*"):
                 return f"{source}: figures.{fig}.rows[{i}]: {row!r}: give a λ"
             if _zero_lam(row):
@@ -238,7 +243,7 @@ def semantic_error(params: dict, source: str = PARAMS) -> str | None:
 def _zero_lam(row: str) -> bool:
     """``ours@0`` (the schema's row pattern admits 0; a run needs λ > 0)."""
     _, at, lam = row.partition("@")
-    return bool(at) and lam != "*" and float(lam) <= 0
+    return bool(at) and lam != "*" and parse_lam(lam, row) <= 0
 
 
 def _row_lists(rows) -> list[tuple[str, list]]:
@@ -311,7 +316,8 @@ class Run:
 
     @property
     def ae(self) -> "Run":
-        return Run(self.dataset, "ae", None, self.seed)
+        """The AE run the pretrained methods start from."""
+        return Run(self.dataset, PRETRAIN_SOURCE, None, self.seed)
 
     @classmethod
     def parse(cls, dataset: str, run_id: str, seed) -> "Run":
@@ -320,7 +326,7 @@ class Run:
             raise ConfigError(f"unknown method {method!r} in run {run_id!r}")
         if (method in LAM_METHODS) != bool(lam):
             raise ConfigError(f"run {run_id!r}: {method} {'needs' if method in LAM_METHODS else 'takes no'} λ")
-        return cls(dataset, method, float(lam) if lam else None, int(seed))
+        return cls(dataset, method, parse_lam(lam, run_id) if lam else None, int(seed))
 
 
 @dataclass(frozen=True)
@@ -341,7 +347,7 @@ class Row:
     @classmethod
     def parse(cls, text: str) -> "Row":
         method, _, lam = text.partition("@")
-        return cls(method, float(lam) if lam else None)
+        return cls(method, parse_lam(lam, text) if lam else None)
 
 
 @dataclass(frozen=True)
@@ -735,7 +741,7 @@ class Plan:
             add(job)
         order = {"data": 0, "train": 1, "evaluate": 2, "probe": 3, "report": 4}
         # AE runs first among the training runs (the pretrained ones start from them); otherwise stable
-        return sorted(jobs.values(), key=lambda j: (order[j.rule], not (j.rule == "train" and "-ae-seed" in j.name)))
+        return sorted(jobs.values(), key=lambda j: (order[j.rule], not (j.rule == "train" and f"-{PRETRAIN_SOURCE}-seed" in j.name)))
 
 
 def _sec_key(sec: Section) -> list:

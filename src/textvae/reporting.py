@@ -21,6 +21,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
+from textvae import methods
 from textvae.errors import ConfigError
 from textvae.rundir import atomic_path, atomic_write_text
 from textvae.pipeline import (PARAMS, TABLE_KINDS, Experiment, Plan, Row, Run, Section, fmt_lam, load_params)
@@ -36,8 +37,6 @@ LM_COLUMNS = {  # key: (header, decimals)
     "neg_elbo": ("-ELBO", 2), "elbo_ppl": ("ELBO PPL", 2), "kl": ("KL", 2),
 }
 SHORT = ["ppl", "rec", "au", "kl", "neg_elbo"]          # Tables 1-3
-# what the paper reports for the AE (SPEC §3.10) and the LSTM-LM (no latent variable)
-SHOWN = {"ae": ("rec", "mi", "au"), "lm": ("nll", "ppl")}
 FULL = ["nll", "ppl", "rec", "mi", "au", "neg_elbo", "elbo_ppl", "kl"]   # Tables 10-11
 
 TABLES = {
@@ -71,14 +70,7 @@ def reference() -> dict:
 
 def row_label(row: Row, table: str = "") -> str:
     lam = f" (λ = {fmt_lam(row.lam)})" if row.lam is not None else ""
-    names = {"lm": "LSTM-LM", "ae": "AE", "vae": "VAE", "anneal": "+ anneal", "cyclic": "+ cyclic",
-             "cyclic_sgd": "+ cyclic (SGD)", "cyclic_reported": "+ cyclic (Liu et al. reported)",
-             "aggressive": "+ aggressive", "pretrain": "+ pretrain", "pretrain_anneal": "+ pretrain + anneal",
-             "iwae": "IWAE (k = 10)", "iwae_pretrain": "IWAE + pretrained enc", "fb": "+ FB", "fbp": "+ FBP",
-             "ours": "Ours"}
-    if table in ("table10", "table11") and row.method in ("pretrain", "pretrain_anneal"):
-        return {"pretrain": "+ pretrained enc", "pretrain_anneal": "+ anneal enc (pretrain + anneal)"}[row.method]
-    return names.get(row.method, row.method) + lam
+    return methods.label(row.method, table) + lam
 
 
 def fmt(value, decimals: int = 2) -> str:
@@ -252,7 +244,8 @@ class Reporter:
                     body.append(cells)
                     continue
                 runs = self.runs(sec.dataset, row)
-                shown = SHOWN.get(row.method, columns)
+                # what the paper reports for the AE (SPEC §3.10) and the LSTM-LM (no latent variable)
+                shown = getattr(methods.METHODS.get(row.method), "shows", None) or columns
                 for c in columns:
                     if c in shown:
                         cells += self.metric_cells(runs, lambda r: r.eval_json, _get(c), pref.get(c),

@@ -28,7 +28,7 @@ from textvae.checkpoint import atomic_save, resolve_device, file_sha256, load_ch
 from textvae.checks import MODEL_RULES, TRAIN_RULES, check_values, option_label
 from textvae.data import Vocab, make_batches, read_corpus, split_path
 from textvae.errors import CheckpointError, ConfigError, TrainingError
-from textvae.methods import Method, get_method
+from textvae.methods import METHODS, PRETRAIN_SOURCE, Method, get_method
 from textvae.model import ENCODER_INITS, VAE, ModelConfig, build_model
 from textvae.objectives import BetaSchedule, vae_loss
 from textvae.pipeline import TRAIN_OPTION_NAMES, load_params
@@ -181,7 +181,7 @@ class Trainer:
 
         kind = m.schedule
         kl_start = cfg.kl_start if cfg.kl_start is not None else m.kl_start
-        if m.objective in ("fb", "fbp") and not m.pretrained_encoder and cfg.fb_baseline_anneal:
+        if m.anneal_choice and cfg.fb_baseline_anneal:
             kind = "linear"
         self.beta = BetaSchedule(kind, beta=m.beta, kl_start=kl_start, warm_up=cfg.warm_up,
                                  n_train=len(self.train_examples), batch_size=cfg.batch_size,
@@ -205,8 +205,9 @@ class Trainer:
         if theirs != self.model_cfg:
             raise CheckpointError(f"{path}: model sizes differ: checkpoint {theirs.to_dict()} vs run {self.model_cfg.to_dict()}")
         self.model.load_state_dict(ckpt["model"])
-        # Ours and IWAE+pretrained enc always reset the decoder; the +pretrain baselines follow the SPEC 3.6 choice
-        if self.method.name in ("ours", "iwae_pretrain") or self.cfg.pretrain_reset_decoder:
+        # the method says: always (Ours, IWAE + pretrained enc) or as spec_choices.pretrain_reset_decoder (SPEC 3.6)
+        reset = self.method.decoder_reset
+        if reset == "always" or (reset == "choice" and self.cfg.pretrain_reset_decoder):
             self.model.reset_decoder()
 
     def _build_optimizers(self) -> None:
@@ -548,9 +549,13 @@ def register(subparsers) -> None:
                               description="Train one model on a prepared corpus (data/DATASET/{train,valid}.txt). "
                                           "Writes RUN_DIR/{last.pt,best.pt,metrics.jsonl,train.log,vocab.txt,config.json}.")
     p.add_argument("--data", required=True, help="prepared corpus directory holding train.txt and valid.txt")
-    p.add_argument("--method", required=True, help="one of: " + ", ".join(__import__("textvae.methods").methods.METHODS))
-    p.add_argument("--lam", type=float, help="target rate λ in nats (fb, fbp, ours); FB uses λ/nz per dimension")
-    p.add_argument("--init-from", help="AE checkpoint (best.pt of method ae) for pretrain*, iwae_pretrain, ours")
+    p.add_argument("--method", required=True, help="one of: " + ", ".join(METHODS))
+    needs_lam = [m.name for m in METHODS.values() if m.needs_lam]
+    pretrained = [m.name for m in METHODS.values() if m.pretrained_encoder]
+    p.add_argument("--lam", type=float, help=f"target rate λ in nats ({', '.join(needs_lam)}); FB uses λ/nz per "
+                   "dimension")
+    p.add_argument("--init-from", help=f"AE checkpoint (best.pt of method {PRETRAIN_SOURCE}) for "
+                   f"{', '.join(pretrained)}")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--config", help="params.yaml: training constants, SPEC choices and model sizes")
     p.add_argument("--dataset", help="dataset name in params.yaml whose sizes to use (default: the --data folder name)")
