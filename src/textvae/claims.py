@@ -18,7 +18,8 @@ from functools import lru_cache
 
 from textvae.errors import ConfigError
 from textvae.methods import parse_lam
-from textvae.pipeline import TABLE_KINDS, Experiment, Plan, Row, Run, Section, fmt_lam
+from textvae.pipeline import TABLE_KINDS, Plan
+from textvae.runs import Experiment, Row, Run, Section
 
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 OP_TEXT = {"<": "<", "<=": "≤", ">": ">", ">=": "≥"}

@@ -23,7 +23,10 @@ from pathlib import Path
 
 from textvae.errors import ConfigError
 from textvae.rundir import atomic_write_text
-from textvae.pipeline import LAM_METHODS, PARAMS, PRETRAIN_METHODS, Plan, Run, fmt_lam
+from textvae.methods import LAM_METHODS, PRETRAIN_METHODS, fmt_lam
+from textvae.pipeline import Plan
+from textvae.runs import Run
+from textvae.settings import PARAMS
 
 RUNS_FILE = "workflow/dvc_runs.yaml"
 # the report stage of dvc.yaml depends on results/${item.d0} … results/${item.d5}
@@ -134,7 +137,7 @@ def runs_yaml(plan: Plan) -> str:
 
 def stale_error(params_path: str = PARAMS, runs_path: str = RUNS_FILE, schema: str | None = None) -> str | None:
     """One line if the run list is not what params.yaml gives, else None."""
-    from textvae.pipeline import SCHEMA
+    from textvae.settings import SCHEMA
 
     text = runs_yaml(Plan.load(params_path, schema or SCHEMA))
     current = Path(runs_path).read_text() if Path(runs_path).exists() else ""

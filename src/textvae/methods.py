@@ -113,6 +113,12 @@ def label(name: str, table: str = "") -> str:
     return (m.label_full if table in ("table10", "table11") and m.label_full else m.label) or name
 
 
+def fmt_lam(lam: float) -> str:
+    """``7.0 -> '7'``, ``2.5 -> '2.5'`` (the λ in paths, stage names and row labels)."""
+    lam = float(lam)
+    return str(int(lam)) if lam.is_integer() else repr(lam)
+
+
 def parse_lam(text: str, what: str = "λ") -> float:
     """λ written in a path, a row or an option (``7``, ``2.5``) as a number; the one reading of λ from text."""
     try:

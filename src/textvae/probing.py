@@ -39,7 +39,6 @@ from textvae import DEFAULT_SEED
 from textvae.checkpoint import file_sha256, load_model, resolve_device
 from textvae.data import BOS_ID, EOS_ID, Vocab, make_batches, read_corpus, split_path
 from textvae.errors import CheckpointError, ConfigError, DataError
-from textvae.pipeline import PROBES
 from textvae.reporting import md_escape
 from textvae.rundir import atomic_write_text
 

@@ -24,7 +24,10 @@ from pathlib import Path
 from textvae import methods
 from textvae.errors import ConfigError
 from textvae.rundir import atomic_path, atomic_write_text
-from textvae.pipeline import (PARAMS, TABLE_KINDS, Experiment, Plan, Row, Run, Section, fmt_lam, load_params)
+from textvae.methods import fmt_lam
+from textvae.pipeline import TABLE_KINDS, Plan
+from textvae.runs import Experiment, Row, Run, Section
+from textvae.settings import PARAMS, load_params
 
 DATASET_NAMES = {"ptb": "PTB", "snli": "SNLI", "yahoo": "Yahoo", "yelp": "Yelp", "synthetic": "embedded corpus",
                  "synthetic_s2": "embedded corpus (corpus seed 2)", "ptb_cpu": "PTB (CPU budget)"}

@@ -31,7 +31,8 @@ from textvae.errors import CheckpointError, ConfigError, TrainingError
 from textvae.methods import METHODS, PRETRAIN_SOURCE, Method, get_method
 from textvae.model import ENCODER_INITS, VAE, ModelConfig, build_model
 from textvae.objectives import BetaSchedule, vae_loss
-from textvae.pipeline import TRAIN_OPTION_NAMES, load_params
+from textvae.pipeline import TRAIN_OPTION_NAMES
+from textvae.settings import MODEL_KEYS, load_params, train_settings
 from textvae.rundir import atomic_write_text, clean_stale_tmp, hold_lock
 
 log = logging.getLogger("textvae.train")
@@ -517,33 +518,6 @@ def setup_logging(out_dir: Path) -> None:
 # Configuration from params.yaml and the command line
 # ----------------------------------------------------------------------------------------------------------
 
-MODEL_KEYS = ("enc_emb", "dec_emb", "enc_hidden", "dec_hidden", "nz", "dropout_in", "dropout_out")
-
-
-def params_for_dataset(params_path: str | Path, dataset: str) -> tuple[dict, dict]:
-    """``(training overrides, model sizes)`` from params.yaml: the ``training`` and ``spec_choices`` sections
-    (keys that are TrainConfig fields) and ``datasets.<dataset>.sizes``."""
-    params_path = Path(params_path)
-    params = load_params(params_path)
-    datasets = params.get("datasets") or {}
-    if dataset not in datasets:
-        raise ConfigError(f"{params_path}: datasets.{dataset} is not defined (known: {', '.join(datasets)})")
-    sizes = dict((datasets[dataset] or {}).get("sizes") or {})
-    bad = set(sizes) - set(MODEL_KEYS)
-    if bad:
-        raise ConfigError(f"{params_path}: datasets.{dataset}.sizes.{sorted(bad)[0]} is not a model size key")
-    check_values(sizes, MODEL_RULES, lambda k: f"{params_path}: datasets.{dataset}.sizes.{k}")
-    names = TrainConfig.field_names()
-    train = {}
-    for section in ("training", "spec_choices"):
-        values = params.get(section) or {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"{params_path}: {section}: expected a mapping of keys, got {values!r}")
-        check_values(values, TRAIN_RULES, lambda k: f"{params_path}: {section}.{k}")
-        train.update({k: v for k, v in values.items() if k in names})
-    return train, sizes
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train one model (any method of the paper)",
                               description="Train one model on a prepared corpus (data/DATASET/{train,valid}.txt). "
@@ -597,7 +571,8 @@ def _cli_train(args) -> int:
     sizes: dict[str, Any] = {}
     if args.config:
         dataset = args.dataset or Path(args.data).name
-        overrides, sizes = params_for_dataset(args.config, dataset)
+        overrides, sizes = train_settings(load_params(args.config), dataset, TrainConfig.field_names(),
+                                          Path(args.config))
     for k in MODEL_KEYS:
         v = getattr(args, k)
         if v is not None:
