@@ -315,7 +315,7 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict:
         """Validation in eval mode with one z sample (SPEC §4); MI (Li, whole split), MI (He, per batch), AU."""
-        from textvae.evaluation import active_units, mutual_information
+        from textvae.metrics import active_units, mutual_information
 
         self.model.eval()
         m = self.method
