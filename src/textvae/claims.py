@@ -69,7 +69,7 @@ class Verdict:
 # ----------------------------------------------------------------------------------------------------------
 
 def label(row: Row) -> str:
-    from textvae.reporting import row_label
+    from textvae.report_format import row_label
 
     return row_label(row).lstrip("+ ")
 
@@ -263,7 +263,7 @@ def summary(verdicts: list[Verdict]) -> str:
 
 
 def section_markdown(verdicts: list[Verdict], dataset_names: dict, heading: str = "##") -> str:
-    from textvae.reporting import md_escape, md_table
+    from textvae.report_format import md_escape, md_table
 
     lines = []
     for title, keep in (("The paper's claims", False), ("This experiment's acceptance checks", True)):

@@ -32,7 +32,7 @@ RUNS_FILE = "workflow/dvc_runs.yaml"
 # the report stage of dvc.yaml depends on results/${item.d0} … results/${item.d5}
 REPORT_SLOTS = 6
 # the module whose command each stage runs (its import closure is the stage's code dependency)
-ENTRY_MODULES = {"data": "prepare", "train": "training", "evaluate": "evaluation", "probe": "probing",
+ENTRY_MODULES = {"data": "prepare", "train": "train_cli", "evaluate": "evaluation", "probe": "probing",
                  "report": "reporting"}
 
 HEADER = """\

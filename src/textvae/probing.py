@@ -36,7 +36,7 @@ from textvae import DEFAULT_SEED
 from textvae.checkpoint import resolve_device
 from textvae.data import Vocab, read_corpus, split_path
 from textvae.errors import ConfigError, DataError
-from textvae.reporting import md_escape
+from textvae.report_format import md_escape
 from textvae.rundir import atomic_write_text
 from textvae.classifiers import gmm_accuracy, label_index, sample_label_subset, train_linear
 from textvae.probe_metrics import (corpus_bleu, interpolation_points, min_edit_distances, noisy_reconstruction,
