@@ -9,27 +9,30 @@
 # which also generates dvc.yaml, so `dvc repro` runs the same commands on the same paths.
 import sys
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
-from textvae import pipeline
+from textvae import settings
+from textvae.errors import ConfigError
 
 min_version("8.0")
 
 # Snakemake's own reading of the config names no line and keeps the last of duplicate keys: read it first
 try:
-    pipeline.load_params("params.yaml")
-except pipeline.ConfigError as exc:
+    PARAMS_ON_DISK = settings.load_params(settings.PARAMS)
+except ConfigError as exc:
     sys.exit(str(exc))
 
 
 configfile: "params.yaml"
 
 
+# checked once (JSON schema, cross-key rules, method registry), before any job starts: one line naming the key
 try:
-    validate(config, pipeline.SCHEMA)
-except Exception as exc:
-    # snakemake's message dumps the schema; stop with one line naming the key at fault
-    sys.exit(pipeline.schema_error(config, pipeline.SCHEMA) or str(exc))
+    settings.check_params(config, settings.SCHEMA)
+    # the textvae commands read params.yaml itself: knobs set with --config/--configfile would not reach them
+    settings.check_same_knobs(config, PARAMS_ON_DISK)
+except ConfigError as exc:
+    sys.exit(str(exc))
 
 
 include: "workflow/rules/common.smk"

@@ -242,7 +242,7 @@ def main() -> None:
                 rows.append(r)
                 print(json.dumps(r), flush=True)
     if args.json:
-        from textvae.checkpoint import atomic_write_text
+        from textvae.rundir import atomic_write_text
         info = {"torch": torch.__version__, "sizes": sizes, "threads": torch.get_num_threads(), "data": str(data), "argv": sys.argv[1:],
                 "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
                 "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}}

@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
 
 from gpu_check_report import render  # noqa: E402
-from textvae.checkpoint import atomic_write_text  # noqa: E402
+from textvae.rundir import atomic_write_text  # noqa: E402
 
 CARRIED = REPO / "data" / "gpu_check" / "ptb"      # ignored by git; named in the device call's `carry`
 SHARED = REPO.parent / "shared" / "data" / "ptb"

@@ -19,7 +19,7 @@ import torch
 
 from textvae import gpu_slots, objectives
 from textvae.checkpoint import load_model
-from textvae.evaluation import iw_log_likelihood
+from textvae.fast_vae import iw_log_likelihood
 from textvae.model import VAE, ModelConfig
 from textvae.training import Trainer, TrainConfig
 

@@ -7,14 +7,17 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from textvae.checkpoint import atomic_save, model_payload
 from textvae.cli import main as cli_main
 from textvae.data import Vocab, count_tokens, read_corpus
-from textvae.evaluation import (FastVAE, active_units, elbo_terms, encode_all, iw_log_likelihood,
-                                mutual_information, mi_samples)
+from textvae.data import make_batches
+from textvae.fast_vae import FastVAE, elbo_terms, encode_all, iw_log_likelihood
+from textvae.metrics import (STREAM_MI, STREAM_REC, SentenceNoise, active_units, iw_log_likelihood_reference, iw_noise,
+                             mi_samples, mutual_information)
 from textvae.model import LSTMLM, VAE, ModelConfig, kl_per_dim
 
 SHARED_DATA = Path(os.environ.get("TEXTVAE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -318,3 +321,94 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
                    str(tmp_path / "o.json")])
     assert rc == 1
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the fast path against the plain formulas
+# ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sizes, seed", [((17, 6, 10, 2), 11), ((30, 12, 24, 5), 12), ((9, 4, 70, 3), 13)])
+def test_fast_iw_agrees_with_the_reference_on_random_models(sizes, seed):
+    """iw_log_likelihood (FastVAE, tiling, row budgets, per-sentence noise) = iw_log_likelihood_reference (the
+    model's encoder and decoder.log_prob, SPEC §5.2 written out) with the same noise, to float32 rounding."""
+    vocab_size, emb, hidden, nz = sizes
+    m = _tiny_vae(vocab_size=vocab_size, emb=emb, hidden=hidden, nz=nz, scale=0.4, seed=seed)
+    exs = _examples(list(range(4, vocab_size)), 13, [1, 4, 9], seed=seed)
+    K = 24
+    ref = torch.empty(len(exs), dtype=torch.float64)
+    batches = make_batches(exs, 5)
+    for x, idx in zip(batches.tensors, batches.index):
+        ref[torch.tensor(idx)] = iw_log_likelihood_reference(m, x, iw_noise(7, idx, K, nz))
+    for max_rows in (33, 64, 1000):   # one sentence over several passes, several sentences per pass
+        fast = iw_log_likelihood(m, exs, K, seed=7, max_rows=max_rows, proj_rows=40)
+        assert torch.allclose(fast, ref, rtol=0, atol=2e-4), (max_rows, (fast - ref).abs().max())
+    # another seed is other noise: the comparison can tell
+    assert not torch.allclose(iw_log_likelihood(m, exs, K, seed=8), ref, rtol=0, atol=1e-2)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# `textvae evaluate` against an independent computation
+# ---------------------------------------------------------------------------------------------------------
+
+def _mi_by_definition(mu: np.ndarray, lv: np.ndarray, z: np.ndarray) -> float:
+    """I(x; z) = mean_i E_q(z|x_i) log q(z|x_i) − mean_i log (1/N Σ_j q(z_i|x_j)), z_i ~ q(z|x_i) (numpy)."""
+    n, nz = mu.shape
+    neg_entropy = np.mean(-0.5 * nz * math.log(2 * math.pi) - 0.5 * (1.0 + lv).sum(1))
+    log_q = -0.5 * (nz * math.log(2 * math.pi) + lv[None, :, :].sum(-1)
+                    + ((z[:, None, :] - mu[None, :, :]) ** 2 / np.exp(lv[None, :, :])).sum(-1))   # [i, j]
+    top = log_q.max(1, keepdims=True)
+    log_agg = (top[:, 0] + np.log(np.exp(log_q - top).sum(1))) - math.log(n)
+    return float(neg_entropy - log_agg.mean())
+
+
+def test_cli_evaluate_matches_an_independent_computation(tmp_path):
+    """Recon, KL, MI (Li and He) and AU of `textvae evaluate` equal the definitions computed here from the
+    model's own encoder and decoder: KL in closed form (numpy), Recon from log p(x|z) of the sample drawn with
+    the evaluation's noise, MI by its definition (per batch for He's, weighted by batch size), AU from the
+    variances of the posterior means."""
+    words = [f"w{i}" for i in range(14)]
+    rng = np.random.default_rng(0)
+    # exact-length batches of 32 + 9 (length 3) and 7 (length 6): He's batches differ in size
+    sentences = [[str(w) for w in rng.choice(words, k)] for k in [3] * 41 + [6] * 7]
+    order = rng.permutation(len(sentences))
+    sentences = [sentences[i] for i in order]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "test.txt").write_text("".join(" ".join(s) + "\n" for s in sentences))
+    vocab = Vocab.build(sentences)
+    nz = 4
+    m = _tiny_vae(vocab_size=len(vocab), emb=8, hidden=16, nz=nz, scale=0.5, seed=3)
+    atomic_save(model_payload(m, vocab, {"method": "vae"}, epoch=1, best_val=1.0), tmp_path / "vae.pt")
+    seed = 5
+    out = tmp_path / "eval.json"
+    assert cli_main(["evaluate", "--ckpt", str(tmp_path / "vae.pt"), "--data", str(data), "--out", str(out),
+                     "--iw-samples", "5", "--no-progress", "--seed", str(seed), "--au-threshold", "0.05"]) == 0
+    res = json.loads(out.read_text())
+
+    exs = [vocab.encode(s) for s in sentences]
+    n = len(exs)
+    with torch.no_grad():
+        enc = [m.encoder(torch.tensor([e])) for e in exs]
+        mu = torch.cat([a for a, _ in enc]).double().numpy()
+        lv = torch.cat([b for _, b in enc]).double().numpy()
+        assert lv.std() > 0.3 and np.abs(lv).mean() > 0.3     # σ ≠ 1 and spread: the KL checks can tell
+        kl = 0.5 * (mu ** 2 + np.exp(lv) - lv - 1.0).sum(1)
+        rec = []
+        for i, e in enumerate(exs):
+            eps = SentenceNoise(seed, STREAM_REC)(i, 1, nz).double().numpy()
+            z = torch.from_numpy(mu[i] + np.exp(0.5 * lv[i]) * eps).float().view(1, 1, nz)
+            rec.append(-float(m.decoder.log_prob(torch.tensor([e]), z)))
+    eps_mi = np.concatenate([SentenceNoise(seed, STREAM_MI)(i, 1, nz).double().numpy() for i in range(n)])
+    z_mi = mu + np.exp(0.5 * lv) * eps_mi
+    batches = make_batches(exs, 32).index           # the exact-length batches of SPEC §1.5
+    assert sorted(len(b) for b in batches) == [7, 9, 32]
+    mi_he = sum(len(b) * _mi_by_definition(mu[b], lv[b], z_mi[b]) for b in batches) / n
+    variances = mu.var(0, ddof=1)
+
+    assert res["kl"] == pytest.approx(kl.mean(), abs=1e-5)
+    assert res["rec"] == pytest.approx(np.mean(rec), abs=1e-4)
+    assert res["mi_li"] == pytest.approx(_mi_by_definition(mu, lv, z_mi), abs=1e-4)
+    assert res["mi_he"] == pytest.approx(mi_he, abs=1e-4)
+    assert res["mi"] == res["mi_li"] and res["mi_variant"] == "li"
+    assert res["au_variances"] == pytest.approx(variances.tolist(), abs=2e-6)
+    assert res["au"] == int((variances >= 0.05).sum())

@@ -156,12 +156,31 @@ def test_params_yaml_is_valid_and_complete():
     assert all(i in made for j in jobs for i in j.inputs)
 
 
-def test_methods_match_the_method_registry():
-    from textvae.methods import METHODS
+def test_table_rows_are_checked_against_the_method_registry():
+    """The params check knows the methods and which of them take λ from textvae.methods alone: a method added
+    there is a valid row, a λ on a method without one (or none on one that needs it) is refused."""
+    from textvae import methods
 
-    assert set(pipeline.METHODS) == set(METHODS)
-    assert pipeline.LAM_METHODS == {m.name for m in METHODS.values() if m.needs_lam}
-    assert pipeline.PRETRAIN_METHODS == {m.name for m in METHODS.values() if m.pretrained_encoder}
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for name, m in methods.METHODS.items():
+        row = f"{name}@3" if m.needs_lam else name
+        params["tables"]["table1"]["rows"][0] = row
+        pipeline.check_params(params, REPO / pipeline.SCHEMA)
+        params["tables"]["table1"]["rows"][0] = name if m.needs_lam else f"{name}@3"
+        with pytest.raises(ConfigError, match=r"tables\.table1\.rows\[0\]: .*λ"):
+            pipeline.check_params(params, REPO / pipeline.SCHEMA)
+    params["tables"]["table1"]["rows"][0] = "vea"
+    with pytest.raises(ConfigError, match="unknown method 'vea'"):
+        pipeline.check_params(params, REPO / pipeline.SCHEMA)
+    # a method added to the registry is a row (and its λ rule applies) without touching the schema
+    extra = methods.Method("extra", "a test method", needs_lam=True, label="+ extra")
+    try:
+        methods.METHODS["extra"] = extra
+        params["tables"]["table1"]["rows"][0] = "extra@2"
+        pipeline.check_params(params, REPO / pipeline.SCHEMA)
+        assert methods.label("extra") == "+ extra"
+    finally:
+        del methods.METHODS["extra"]
 
 
 def test_table3_needs_the_paper_runs_and_one_ae_per_dataset():

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from textvae import datasets as DS
+from textvae import fetch as F
 from textvae import prepare as P
 from textvae.errors import DataError, TextvaeError
 
@@ -121,10 +123,10 @@ PTB_ROLES = {"train": "ptb.train.txt", "valid": "ptb.valid.txt", "test": "ptb.te
 def ptb_spec(server, archive: bytes, archive_pin: str | None = "auto", members=PTB_MEMBERS):
     """The real PTB registry entry, served from the loopback server, with the fixture's checksums."""
     server.routes["/simple-examples.tgz"] = ("ok", archive)
-    pin = P.Pin(sha256=sha256(archive) if archive_pin == "auto" else archive_pin) if archive_pin else P.NO_PIN
-    file_pins = {role: P.Pin(sha256=sha256(members[f"./simple-examples/data/{name}"]))
+    pin = DS.Pin(sha256=sha256(archive) if archive_pin == "auto" else archive_pin) if archive_pin else DS.NO_PIN
+    file_pins = {role: DS.Pin(sha256=sha256(members[f"./simple-examples/data/{name}"]))
                  for role, name in PTB_ROLES.items() if f"./simple-examples/data/{name}" in members}
-    return P.with_overrides(P.get_variant("ptb"), url_base=server.base + "/",
+    return DS.with_overrides(DS.get_variant("ptb"), url_base=server.base + "/",
                             remote_pins={"simple-examples.tgz": pin}, file_pins=file_pins)
 
 
@@ -259,10 +261,10 @@ def test_unsafe_archive_is_refused(server, tmp_path, case):
         if case == "zip-dotdot":
             zmembers["../evil.txt"] = b"owned\n"
         archive = make_zip(zmembers, {"simple-examples/data/link.txt": "/etc/passwd"} if case == "zip-symlink" else None)
-        var = P.get_variant("ptb")
+        var = DS.get_variant("ptb")
         var = replace(var, remotes=(replace(var.remotes[0], name="simple-examples.zip", kind="zip"),))
         server.routes["/simple-examples.zip"] = ("ok", archive)
-        spec = P.with_overrides(var, url_base=server.base, remote_pins={"simple-examples.zip": P.Pin(sha256=sha256(archive))})
+        spec = DS.with_overrides(var, url_base=server.base, remote_pins={"simple-examples.zip": DS.Pin(sha256=sha256(archive))})
         url = f"{server.base}/simple-examples.zip"
     else:
         archive = make_tar(members, links)
@@ -292,9 +294,9 @@ def test_missing_member_is_permanent(server, tmp_path):
 def test_unpinned_needs_explicit_permission(server, tmp_path):
     archive = make_tar(PTB_MEMBERS)
     server.routes["/simple-examples.tgz"] = ("ok", archive)
-    spec = P.with_overrides(P.get_variant("ptb"), url_base=server.base,
-                            remote_pins={"simple-examples.tgz": P.NO_PIN},
-                            file_pins={r: P.NO_PIN for r in PTB_ROLES})
+    spec = DS.with_overrides(DS.get_variant("ptb"), url_base=server.base,
+                            remote_pins={"simple-examples.tgz": DS.NO_PIN},
+                            file_pins={r: DS.NO_PIN for r in PTB_ROLES})
     out = tmp_path / "data" / "ptb"
     with pytest.raises(DataError) as err:
         P.prepare("ptb", out, spec=spec, **FAST)
@@ -308,21 +310,21 @@ def test_unpinned_needs_explicit_permission(server, tmp_path):
 def test_download_function_directly(server, tmp_path):
     server.routes["/f.bin"] = ("ok", b"payload")
     dest = tmp_path / "f.bin"
-    P.download(f"{server.base}/f.bin", dest, dataset="demo", **FAST)
+    F.download(f"{server.base}/f.bin", dest, dataset="demo", **FAST)
     assert dest.read_bytes() == b"payload"
 
     def reject(path):
-        raise P.VerificationError("not what we wanted")
+        raise F.VerificationError("not what we wanted")
 
     with pytest.raises(DataError) as err:
-        P.download(f"{server.base}/f.bin", tmp_path / "g.bin", dataset="demo", verify=reject, **FAST)
+        F.download(f"{server.base}/f.bin", tmp_path / "g.bin", dataset="demo", verify=reject, **FAST)
     assert_one_line(err.value, "demo", f"{server.base}/f.bin", "after 2 attempts", "not what we wanted")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
     with pytest.raises(DataError) as err:  # nothing listens on this port any more
         srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         port = srv.server_address[1]
         srv.server_close()
-        P.download(f"http://127.0.0.1:{port}/x", tmp_path / "x", dataset="demo", **FAST)
+        F.download(f"http://127.0.0.1:{port}/x", tmp_path / "x", dataset="demo", **FAST)
     assert_one_line(err.value, "demo", f"http://127.0.0.1:{port}/x", "connection failed")
 
 
@@ -338,8 +340,8 @@ def test_ptb_from_loopback_with_real_member_pins(server, tmp_path):
     archive = make_tar(members)
     server.routes["/simple-examples.tgz"] = ("ok", archive)
     # The rebuilt archive is not byte-identical to the original (its md5 pin would fail): drop that pin only.
-    spec = P.with_overrides(P.get_variant("ptb"), url_base=server.base,
-                            remote_pins={"simple-examples.tgz": P.NO_PIN})
+    spec = DS.with_overrides(DS.get_variant("ptb"), url_base=server.base,
+                            remote_pins={"simple-examples.tgz": DS.NO_PIN})
     stats = P.prepare("ptb", tmp_path / "data" / "ptb", spec=spec, **FAST)
     check_ptb(stats)
     assert all("pinned sha256" in f["verified"] for f in stats["files"].values())
@@ -353,7 +355,7 @@ def _labelled_fixture_train(valid: bytes, n: int) -> bytes:
 @pytest.mark.parametrize("dataset", ["yahoo", "snli", "yelp"])
 def test_authors_archives_from_loopback(server, tmp_path, dataset):
     """The authors' archive layout; real valid/test (real pins), a fixture train file (its own pin)."""
-    var = P.get_variant(dataset)
+    var = DS.get_variant(dataset)
     layout = {
         "yahoo": ("yahoo_data", "yahoo", SHARED / "yahoo" / "val.txt", SHARED / "yahoo" / "test.txt"),
         "snli": ("snli_data", "snli", SHARED / "snli" / "snli.valid.txt", SHARED / "snli" / "snli.test.txt"),
@@ -366,12 +368,12 @@ def test_authors_archives_from_loopback(server, tmp_path, dataset):
     members = {f"{folder}/{prefix}.train.txt": train, f"{folder}/{prefix}.valid.txt": valid,
                f"{folder}/{prefix}.test.txt": test_path.read_bytes()}
     if dataset == "yelp":
-        for n in P.LABEL_SUBSETS:
+        for n in DS.LABEL_SUBSETS:
             members[f"{folder}/{prefix}.train.{n}.txt"] = (test_path.parent / f"short_yelp.train.{n}.txt").read_bytes()
     archive = make_tar(members)
     name = var.remotes[0].name
     server.routes[f"/{name}"] = ("ok", archive)
-    spec = P.with_overrides(var, url_base=server.base, file_pins={"train": P.Pin(sha256=sha256(train))})
+    spec = DS.with_overrides(var, url_base=server.base, file_pins={"train": DS.Pin(sha256=sha256(train))})
     out = tmp_path / "data" / dataset
     stats = P.prepare(dataset, out, spec=spec, **FAST)
     assert stats["substitute"] is None
@@ -381,7 +383,7 @@ def test_authors_archives_from_loopback(server, tmp_path, dataset):
     assert (out / "test.txt").read_bytes() == test_path.read_bytes()  # already normalised files pass unchanged
     if dataset == "yelp":
         assert stats["format"] == "labelled"
-        assert [stats["subsets"][f"train.{n}"]["examples"] for n in P.LABEL_SUBSETS] == list(P.LABEL_SUBSETS)
+        assert [stats["subsets"][f"train.{n}"]["examples"] for n in DS.LABEL_SUBSETS] == list(DS.LABEL_SUBSETS)
         assert (out / "train.100.txt").is_file()
 
 
@@ -395,14 +397,14 @@ def test_shen_variant_downsamples_single_files(server, tmp_path):
                 f"{words.split()[i % 3]} {split} sentence {i}\n" for i in range(80 + 10 * lab)).encode()
     for name, data in files.items():
         server.routes[f"/{name}"] = ("ok", data)
-    var = P.get_variant("yelp", "shen2017")
+    var = DS.get_variant("yelp", "shen2017")
     role = {"train": "train", "dev": "valid", "test": "test"}
-    pins = {f"{role[n.split('.')[1]]}.{n.split('.')[2]}": P.Pin(sha256=sha256(d)) for n, d in files.items()}
-    var = replace(P.with_overrides(var, url_base=server.base, file_pins=pins),
+    pins = {f"{role[n.split('.')[1]]}.{n.split('.')[2]}": DS.Pin(sha256=sha256(d)) for n, d in files.items()}
+    var = replace(DS.with_overrides(var, url_base=server.base, file_pins=pins),
                   downsample=(("train", 120), ("valid", 30), ("test", 30)))
     out = tmp_path / "data" / "yelp"
     stats = P.prepare("yelp", out, spec=var, **FAST)
-    assert [stats["splits"][s]["examples"] for s in P.SPLITS] == [120, 30, 30]
+    assert [stats["splits"][s]["examples"] for s in DS.SPLITS] == [120, 30, 30]
     lines = (out / "train.txt").read_text().splitlines()
     assert all(line.split("\t")[0] in ("0", "1") for line in lines)
     assert all(("good" in l or "great" in l or "nice" in l) == (l[0] == "1") for l in lines)
@@ -427,13 +429,13 @@ def test_snli_1_0_zip_variant(server, tmp_path):
         members[f"snli_1.0/snli_1.0_{split}.jsonl"] = "".join(rows).encode()
     archive = make_zip(members)
     server.routes["/snli_1.0.zip"] = ("ok", archive)
-    var = P.with_overrides(P.get_variant("snli", "snli1.0"), url_base=server.base,
-                           remote_pins={"snli_1.0.zip": P.Pin(sha256=sha256(archive))})
+    var = DS.with_overrides(DS.get_variant("snli", "snli1.0"), url_base=server.base,
+                           remote_pins={"snli_1.0.zip": DS.Pin(sha256=sha256(archive))})
     var = replace(var, downsample=(("train", 10),))
     out = tmp_path / "data" / "snli"
     stats = P.prepare("snli", out, spec=var, **FAST)
     # 20 distinct premises + 3 distinct hypotheses per split; train downsampled to 10.
-    assert [stats["splits"][s]["examples"] for s in P.SPLITS] == [10, 23, 23]
+    assert [stats["splits"][s]["examples"] for s in DS.SPLITS] == [10, 23, 23]
     assert "a person is outside 0" in (out / "valid.txt").read_text().splitlines()
     assert stats["files"]["train"]["verified"].startswith("covered by the verified archive")
 
@@ -445,7 +447,7 @@ def test_snli_1_0_zip_variant(server, tmp_path):
 
 def check_ptb(stats):
     sp = stats["splits"]
-    assert [sp[s]["examples"] for s in P.SPLITS] == [42_068, 3_370, 3_761]
+    assert [sp[s]["examples"] for s in DS.SPLITS] == [42_068, 3_370, 3_761]
     assert sp["test"]["tokens"] == 82_430 and sp["test"]["words"] == 78_669
     assert sp["train"]["tokens"] == 929_589
     assert stats["vocabulary"] == 9_999 and stats["vocab_size"] == 10_002
@@ -474,7 +476,7 @@ def test_ptb_from_shared(tmp_path):
 def test_partial_corpora_from_shared_use_documented_substitutes(tmp_path, dataset, train, valid, test):
     out = tmp_path / "data" / dataset
     stats = P.prepare(dataset, out, source=SHARED / dataset)
-    assert [stats["splits"][s]["examples"] for s in P.SPLITS] == [train, valid, test]
+    assert [stats["splits"][s]["examples"] for s in DS.SPLITS] == [train, valid, test]
     assert stats["substitute"] and "train" in stats["substitute"]
     assert stats["splits"]["train"]["note"].startswith("substitute:")
     tr = set((out / "train.txt").read_text(encoding="utf-8").splitlines())
@@ -486,7 +488,7 @@ def test_partial_corpora_from_shared_use_documented_substitutes(tmp_path, datase
     if dataset == "yelp":
         assert stats["format"] == "labelled"
         assert all(line.split("\t")[0] in ("0", "1") for line in te)
-        for n in P.LABEL_SUBSETS:
+        for n in DS.LABEL_SUBSETS:
             assert len((out / f"train.{n}.txt").read_text().splitlines()) == n
     else:
         assert stats["format"] == "plain"
@@ -524,7 +526,7 @@ def test_local_archive_source(tmp_path):
     assert_one_line(err.value, "ptb", str(arc), "md5 mismatch", "30177ea32e27c525793142b6bf2c8e2d")
     assert_nothing_left(out)
     # ... without that pin its members are checked against their own sha256 pins ...
-    spec = P.with_overrides(P.get_variant("ptb"), remote_pins={"simple-examples.tgz": P.NO_PIN})
+    spec = DS.with_overrides(DS.get_variant("ptb"), remote_pins={"simple-examples.tgz": DS.NO_PIN})
     check_ptb(P.prepare("ptb", out, source=arc, spec=spec))
     # ... and an unsafe member is refused before anything is extracted.
     members["../escape.txt"] = b"x\n"
@@ -537,8 +539,8 @@ def test_local_archive_source(tmp_path):
 
 
 def _unpinned_yelp():
-    var = P.get_variant("yelp")
-    return replace(var, files=tuple(replace(f, pin=P.NO_PIN) for f in var.files))
+    var = DS.get_variant("yelp")
+    return replace(var, files=tuple(replace(f, pin=DS.NO_PIN) for f in var.files))
 
 
 def _yelp_dir(tmp_path, valid: bytes) -> Path:
@@ -594,15 +596,15 @@ def test_git_blob_digest():
     import tempfile
 
     with tempfile.NamedTemporaryFile() as fh:
-        assert P.file_digests(fh.name)["git_blob"] == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"  # empty blob
+        assert F.file_digests(fh.name)["git_blob"] == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"  # empty blob
         fh.write(b"hello\n")
         fh.flush()
-        assert P.file_digests(fh.name)["git_blob"] == "ce013625030ba8dba906f756967f9e9ca394464a"
+        assert F.file_digests(fh.name)["git_blob"] == "ce013625030ba8dba906f756967f9e9ca394464a"
 
 
 def test_registry_is_complete():
     for ds in ("ptb", "yahoo", "snli", "yelp"):
-        for var in P.REGISTRY[ds].values():
+        for var in DS.REGISTRY[ds].values():
             assert var.dataset == ds
             for f in var.files:
                 assert var.remote(f.remote) in var.remotes
@@ -629,9 +631,9 @@ def test_synthetic_default_is_deterministic(tmp_path):
     assert [p.name for p in fa] == [p.name for p in fb]
     assert all(x.read_bytes() == y.read_bytes() for x, y in zip(fa, fb))
     sp = a["splits"]
-    assert [sp[s]["examples"] for s in P.SPLITS] == [20_000, 2_000, 2_000]
+    assert [sp[s]["examples"] for s in DS.SPLITS] == [20_000, 2_000, 2_000]
     assert 300 <= a["vocabulary"] <= 2_000
-    for s in P.SPLITS:
+    for s in DS.SPLITS:
         assert sp[s]["min_length"] >= 6 and sp[s]["max_length"] <= 20
         assert set(sp[s]["labels"]) == {"0", "1"}  # the label is the sentiment
         assert min(sp[s]["labels"].values()) > 0.45 * sp[s]["examples"]
@@ -644,7 +646,7 @@ def test_synthetic_default_is_deterministic(tmp_path):
     assert meta["label_factor"] == "sentiment" == a["label"]
     assert all(meta["labels"][l] == f["sentiment"] for l, f in zip(labels, factors))
     assert {f["topic"] for f in factors} == set(meta["factors"]["topic"])
-    for n in P.LABEL_SUBSETS:
+    for n in DS.LABEL_SUBSETS:
         assert len((out / f"train.{n}.txt").read_text().splitlines()) == n
 
 

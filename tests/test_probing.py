@@ -9,6 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from textvae import DEFAULT_SEED
+from textvae import classifiers as C
+from textvae import probe_metrics as M
+from textvae import probe_setup as S
 from textvae import probing as P
 from textvae.checkpoint import atomic_save, model_payload
 from textvae.data import BOS_ID, EOS_ID, Vocab
@@ -91,15 +95,15 @@ def _common(tiny, out, *extra):
 def test_bleu_perfect_is_100_and_empty_is_0():
     refs = [s.split() for s in ["a man is walking down the street .", "two dogs play in the snow",
                                 "the kids are playing hide and seek in the classroom"]]
-    score, sig = P.corpus_bleu(refs, refs)
+    score, sig = M.corpus_bleu(refs, refs)
     assert score == pytest.approx(100.0, abs=1e-9)
     assert "tok:none" in sig and "smooth:none" in sig
-    assert P.corpus_bleu([[] for _ in refs], refs)[0] == 0.0
+    assert M.corpus_bleu([[] for _ in refs], refs)[0] == 0.0
     # a partial reconstruction lies strictly between
     part = [r[:-2] for r in refs]
-    assert 0.0 < P.corpus_bleu(part, refs)[0] < 100.0
+    assert 0.0 < M.corpus_bleu(part, refs)[0] < 100.0
     # case-sensitive, whitespace tokens: '<unk>' is one token and 'A' != 'a'
-    assert P.corpus_bleu([["A"] + r[1:] for r in refs], refs)[0] < 100.0
+    assert M.corpus_bleu([["A"] + r[1:] for r in refs], refs)[0] < 100.0
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -127,9 +131,9 @@ def _dp(a, b):
 ])
 def test_edit_distance_hand_counts(a, b, expected):
     a, b = a.split(), b.split()
-    assert P.edit_distance(a, b) == expected
-    assert P.pairwise_edit_distances([a], [b]).tolist() == [expected]
-    assert P.min_edit_distances([a], [b])[0].tolist() == [expected]
+    assert M.edit_distance(a, b) == expected
+    assert M.pairwise_edit_distances([a], [b]).tolist() == [expected]
+    assert M.min_edit_distances([a], [b])[0].tolist() == [expected]
 
 
 def test_edit_distance_matches_dynamic_programme_on_random_lists():
@@ -138,15 +142,15 @@ def test_edit_distance_matches_dynamic_programme_on_random_lists():
     a = [[rng.choice(words) for _ in range(rng.randint(0, 9))] for _ in range(150)]
     b = [[rng.choice(words) for _ in range(rng.randint(0, 9))] for _ in range(150)]
     expected = [_dp(x, y) for x, y in zip(a, b)]
-    assert P.pairwise_edit_distances(a, b).tolist() == expected
-    mins, arg = P.min_edit_distances(a[:20], b, chunk=7)
+    assert M.pairwise_edit_distances(a, b).tolist() == expected
+    mins, arg = M.min_edit_distances(a[:20], b, chunk=7)
     for k in range(20):
         row = [_dp(a[k], y) for y in b]
         assert mins[k] == min(row) and arg[k] == row.index(min(row))
 
 
 def test_token_coder_skips_surrogates():
-    coder = P.TokenCoder()
+    coder = M.TokenCoder()
     s = coder.encode([f"t{i}" for i in range(0xD800 + 10)])
     assert not any(0xD800 <= ord(c) <= 0xDFFF for c in s)
     assert len(set(s)) == len(s)
@@ -154,7 +158,7 @@ def test_token_coder_skips_surrogates():
 
 def test_copy_check_of_a_training_sentence_is_zero():
     train = [s.split() for s in ["a b c", "d e f g", "h i", "j k l m n"]]
-    mins, arg = P.min_edit_distances([train[2], "d e x g".split(), []], train)
+    mins, arg = M.min_edit_distances([train[2], "d e x g".split(), []], train)
     assert mins.tolist() == [0, 1, 2] and arg[0] == 2 and arg[1] == 1
 
 
@@ -166,24 +170,24 @@ def test_smoothness_pcc_edit_preserving_latents_and_random_latents():
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 40, size=300)
     sents = [["a"] * int(n) for n in lengths]           # d(a^m, a^n) = |m - n|
-    r, l2, ed = P.smoothness_pcc(lengths[:, None].astype(float), sents, 20_000, seed=1)
+    r, l2, ed = M.smoothness_pcc(lengths[:, None].astype(float), sents, 20_000, seed=1)
     assert r == pytest.approx(1.0, abs=1e-12)
     np.testing.assert_allclose(l2, ed)
     noise = rng.normal(size=(300, 32))
-    r0, _, _ = P.smoothness_pcc(noise, sents, 20_000, seed=1)
+    r0, _, _ = M.smoothness_pcc(noise, sents, 20_000, seed=1)
     assert abs(r0) < 0.05
 
 
 def test_random_pairs_distinct_and_seeded():
-    i, j = P.random_pairs(7, 5000, seed=3)
+    i, j = M.random_pairs(7, 5000, seed=3)
     assert (i != j).all() and i.min() == 0 and j.max() == 6
-    i2, j2 = P.random_pairs(7, 5000, seed=3)
+    i2, j2 = M.random_pairs(7, 5000, seed=3)
     assert (i == i2).all() and (j == j2).all()
 
 
 def test_pearson_constant_is_nan():
-    assert np.isnan(P.pearson([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
-    assert P.pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert np.isnan(M.pearson([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+    assert M.pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -196,7 +200,7 @@ def test_swap_keeps_multiset(mode):
     for _ in range(200):
         toks = [str(x) for x in rng.integers(0, 5, size=rng.integers(0, 12))]
         k = int(rng.integers(0, 5))
-        out = P.swap_words(toks, k, rng, mode)
+        out = M.swap_words(toks, k, rng, mode)
         assert sorted(out) == sorted(toks) and len(out) == len(toks)
 
 
@@ -204,29 +208,29 @@ def test_swap_count_semantics():
     toks = [f"w{i}" for i in range(10)]
     rng = np.random.default_rng(1)
     for _ in range(100):
-        one = P.swap_words(toks, 1, rng, "random")
+        one = M.swap_words(toks, 1, rng, "random")
         diff = [i for i in range(10) if one[i] != toks[i]]
         assert len(diff) == 2                               # one swap moves exactly two distinct positions
-        adj = P.swap_words(toks, 1, rng, "adjacent")
+        adj = M.swap_words(toks, 1, rng, "adjacent")
         diff = [i for i in range(10) if adj[i] != toks[i]]
         assert len(diff) == 2 and diff[1] == diff[0] + 1
     # k swaps = k successive single swaps with the same generator
-    a = P.swap_words(toks, 3, np.random.default_rng(5))
+    a = M.swap_words(toks, 3, np.random.default_rng(5))
     g = np.random.default_rng(5)
     b = toks
     for _ in range(3):
-        b = P.swap_words(b, 1, g)
+        b = M.swap_words(b, 1, g)
     assert a == b
-    assert P.swap_words(toks, 0, rng) == toks
-    assert P.swap_words(["solo"], 4, rng) == ["solo"]
-    assert sum(x != y for x, y in zip(P.swap_words(toks, 2, rng), toks)) <= 4
+    assert M.swap_words(toks, 0, rng) == toks
+    assert M.swap_words(["solo"], 4, rng) == ["solo"]
+    assert sum(x != y for x, y in zip(M.swap_words(toks, 2, rng), toks)) <= 4
 
 
 def test_noisy_reconstruction_keeps_frame_and_is_deterministic(tiny):
     model, vocab = tiny["model"], tiny["vocab"]
     ex = [vocab.encode(ln.split("\t")[1].split()) for ln in tiny["lines"]["test"][:30]]
-    r1, c1 = P.noisy_reconstruction(model, ex, 2, seed=4)
-    r2, c2 = P.noisy_reconstruction(model, ex, 2, seed=4, batch_size=3)
+    r1, c1 = M.noisy_reconstruction(model, ex, 2, seed=4)
+    r2, c2 = M.noisy_reconstruction(model, ex, 2, seed=4, batch_size=3)
     assert r1 == pytest.approx(r2, rel=1e-5) and c1 == c2
     for x, c in zip(ex, c1):
         assert c[0] == BOS_ID and c[-1] == EOS_ID and sorted(c) == sorted(x)
@@ -245,28 +249,28 @@ def test_batched_greedy_equals_one_at_a_time(tiny):
     lengths = {len(s) for s in batched}
     assert len(lengths) > 1                                 # rows stop at different steps
     assert all(EOS_ID not in s for s in batched)
-    assert P.decode(model, z, 15, batch_size=5) == batched
+    assert S.decode(model, z, 15, batch_size=5) == batched
 
 
 def test_interpolation_endpoints_equal_decoding_of_endpoints(tiny):
     model = tiny["model"]
     g = torch.Generator().manual_seed(0)
     z0, z1 = torch.randn(4, generator=g), torch.randn(4, generator=g)
-    pts = P.interpolation_points(z0, z1, 11)
+    pts = M.interpolation_points(z0, z1, 11)
     assert pts.shape == (11, 4)
     assert torch.equal(pts[0], z0) and torch.equal(pts[-1], z1)
     assert torch.allclose(pts[5], (z0 + z1) / 2)
-    path = P.decode(model, pts, 20)
-    assert path[0] == P.decode(model, z0[None], 20)[0]
-    assert path[-1] == P.decode(model, z1[None], 20)[0]
+    path = S.decode(model, pts, 20)
+    assert path[0] == S.decode(model, z0[None], 20)[0]
+    assert path[-1] == S.decode(model, z1[None], 20)[0]
 
 
 def test_encode_batched_equals_single(tiny):
     model, vocab = tiny["model"], tiny["vocab"]
     ex = [vocab.encode(ln.split("\t")[1].split()) for ln in tiny["lines"]["valid"][:12]]
-    mu, logvar = P.encode(model, ex, batch_size=64)
+    mu, logvar = S.encode(model, ex, batch_size=64)
     for k in (0, 5, 11):
-        m1, l1 = P.encode(model, [ex[k]])
+        m1, l1 = S.encode(model, [ex[k]])
         assert torch.allclose(mu[k], m1[0], atol=1e-6) and torch.allclose(logvar[k], l1[0], atol=1e-6)
 
 
@@ -287,7 +291,7 @@ def test_gmm_rule_on_well_separated_features_is_near_100():
     tr, _ = _blobs(rng, centers, labels, 60)
     va, vy = _blobs(rng, centers, labels, 20)
     te, ty = _blobs(rng, centers, labels, 20)
-    out = P.gmm_accuracy(tr, va, vy, te, ty, n_components=10, rule="top", seed=1)
+    out = C.gmm_accuracy(tr, va, vy, te, ty, n_components=10, rule="top", seed=1)
     assert out["accuracy"] >= 99.0 and out["accuracies"]["majority"] >= 99.0
     assert out["rule"] == "top" and out["components"] == 10
     # two classes as two blobs: one-to-one Hungarian matching
@@ -295,30 +299,30 @@ def test_gmm_rule_on_well_separated_features_is_near_100():
     tr2, _ = _blobs(rng, c2, np.array([0, 1]), 100, 1.0)
     va2, vy2 = _blobs(rng, c2, np.array([0, 1]), 50, 1.0)
     te2, ty2 = _blobs(rng, c2, np.array([0, 1]), 50, 1.0)
-    out2 = P.gmm_accuracy(tr2, va2, vy2, te2, ty2, n_components=2, rule="hungarian", seed=1)
+    out2 = C.gmm_accuracy(tr2, va2, vy2, te2, ty2, n_components=2, rule="hungarian", seed=1)
     assert out2["accuracy"] >= 99.0 and out2["components"] == 2
     # deterministic under the seed
-    assert P.gmm_accuracy(tr, va, vy, te, ty, 10, "top", seed=1)["maps"] == out["maps"]
+    assert C.gmm_accuracy(tr, va, vy, te, ty, 10, "top", seed=1)["maps"] == out["maps"]
 
 
 def test_map_components_rules():
     vy = np.array([0, 1, 1, 1, 0])
     resp = np.array([[0.95, 0.05], [0.8, 0.2], [0.6, 0.4], [0.7, 0.3], [0.1, 0.9]])
     pred = resp.argmax(1)                                  # components 0,0,0,0,1
-    assert P.map_components("top", 2, vy, resp, pred).tolist() == [0, 0]       # single most confident example
-    assert P.map_components("majority", 2, vy, resp, pred).tolist() == [1, 0]  # vote inside each component
-    assert P.map_components("hungarian", 2, vy, None, pred).tolist() == [1, 0]
+    assert C.map_components("top", 2, vy, resp, pred).tolist() == [0, 0]       # single most confident example
+    assert C.map_components("majority", 2, vy, resp, pred).tolist() == [1, 0]  # vote inside each component
+    assert C.map_components("hungarian", 2, vy, None, pred).tolist() == [1, 0]
     # an empty component falls back to the top rule under majority voting
     resp3 = np.hstack([resp, np.zeros((5, 1))])
     resp3[2, 2] = 0.01
-    assert P.map_components("majority", 3, vy, resp3, resp3.argmax(1))[2] == vy[2]
+    assert C.map_components("majority", 3, vy, resp3, resp3.argmax(1))[2] == vy[2]
 
 
 def test_linear_classifier_label_independent_features_stay_near_chance():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3000, 8)).astype(np.float32)
     y = np.tile([0, 1], 1500)
-    out = P.train_linear(x[:1000], y[:1000], x[1000:2000], y[1000:2000], x[2000:], y[2000:], n_logits=10,
+    out = C.train_linear(x[:1000], y[:1000], x[1000:2000], y[1000:2000], x[2000:], y[2000:], n_logits=10,
                          seed=3, max_epochs=20)
     assert 42.0 <= out["test_accuracy"] <= 58.0
     assert out["n_logits"] == 10 and out["examples"] == 1000
@@ -330,34 +334,34 @@ def test_linear_classifier_separable_features_and_determinism():
     x = (rng.normal(size=(600, 4)) + 4 * (2 * y[:, None] - 1)).astype(np.float32)
     lengths = rng.integers(3, 9, size=200)
     kw = dict(n_logits=2, seed=5, max_epochs=15, train_lengths=lengths)
-    a = P.train_linear(x[:200], y[:200], x[200:400], y[200:400], x[400:], y[400:], **kw)
-    b = P.train_linear(x[:200], y[:200], x[200:400], y[200:400], x[400:], y[400:], **kw)
+    a = C.train_linear(x[:200], y[:200], x[200:400], y[200:400], x[400:], y[400:], **kw)
+    b = C.train_linear(x[:200], y[:200], x[200:400], y[200:400], x[400:], y[400:], **kw)
     assert a["test_accuracy"] >= 99.0
     assert a == b
 
 
 def test_length_buckets_are_exact_length_chunks():
     lengths = [3, 5, 3, 3, 5, 7, 3]
-    buckets = P.length_buckets(lengths, 2)
+    buckets = C.length_buckets(lengths, 2)
     assert [b.tolist() for b in buckets] == [[0, 2], [3, 6], [1, 4], [5]]
 
 
 def test_label_subsets_nested_seeded_and_balanced():
     labels = np.array([0] * 600 + [1] * 400)
-    a = P.sample_label_subset(labels, 100)
-    b = P.sample_label_subset(labels, 500)
+    a = C.sample_label_subset(labels, 100)
+    b = C.sample_label_subset(labels, 500)
     assert len(set(a)) == 100 and set(a) <= set(b)        # [C]: permutation prefix → nested subsets
-    np.random.seed(P.SPEC_SEED)
+    np.random.seed(DEFAULT_SEED)
     assert a.tolist() == np.random.choice(1000, 100, replace=False).tolist()
-    bal = P.sample_label_subset(labels, 100, mode="balanced")
+    bal = C.sample_label_subset(labels, 100, mode="balanced")
     assert np.bincount(labels[bal]).tolist() == [50, 50] and len(set(bal)) == 100
     with pytest.raises(Exception):
-        P.sample_label_subset(labels, 2000)
+        C.sample_label_subset(labels, 2000)
 
 
 def test_label_index():
-    assert P.label_index(["1", "0"], ["0"]) == {"0": 0, "1": 1}
-    assert P.label_index(["pos", "neg"]) == {"neg": 0, "pos": 1}
+    assert C.label_index(["1", "0"], ["0"]) == {"0": 0, "1": 1}
+    assert C.label_index(["pos", "neg"]) == {"neg": 0, "pos": 1}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -375,7 +379,7 @@ def test_cli_bleu(tiny):
     assert 0.0 <= rec["bleu"] <= 100.0 and rec["sentences"] == 80
     assert "tok:none" in rec["signature"] and len(rec["examples"]) == 3
     assert rec["checkpoint"]["method"] == "ours" and rec["checkpoint"]["path"] == str(tiny["ckpt"])
-    assert rec["settings"]["max_len"] == 12 and rec["seed"] == P.SPEC_SEED
+    assert rec["settings"]["max_len"] == 12 and rec["seed"] == DEFAULT_SEED
     md = out.with_suffix(".md").read_text(encoding="utf-8")
     assert "BLEU" in md and "| # | input | reconstruction |" in md
     assert not [p for p in out.parent.iterdir() if ".tmp" in p.name]

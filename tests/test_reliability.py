@@ -24,7 +24,8 @@ from textvae import pipeline
 from textvae.checkpoint import atomic_save, load_checkpoint, model_payload
 from textvae.cli import main
 from textvae.errors import ConfigError, DataError, TrainingError
-from textvae.prepare import download, prepare
+from textvae.fetch import download
+from textvae.prepare import prepare
 from textvae.training import TrainConfig, Trainer
 
 from test_pipeline import copy_pipeline, edit_params, needs_snakemake, snakemake

@@ -1,49 +1,26 @@
-"""Checkpoints: atomic writes, ``weights_only=True`` loads, one way to get a model back (docs/architecture.md)."""
+"""Checkpoints: atomic saves, ``weights_only=True`` loads, one way to get a model back (docs/architecture.md)."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import re
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import Any
 
 import torch
 
 from textvae.data import Vocab
-from textvae.errors import CheckpointError
+from textvae.errors import CheckpointError, ConfigError
 from textvae.model import ModelConfig, build_model
-from textvae.rundir import tmp_name
+from textvae.rundir import atomic_open
 
 FORMAT = "textvae-checkpoint-v1"
 REQUIRED_KEYS = ("kind", "model_config", "vocab", "model")
 
 
-@contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
-    """Write through a temporary file in the same directory, fsync, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(path)
-    try:
-        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` through ``rundir.atomic_open`` (never a half-written checkpoint)."""
     with atomic_open(path, "wb") as fh:
         torch.save(obj, fh)
-
-
-def atomic_write_text(text: str, path: str | Path) -> None:
-    with atomic_open(path, "w") as fh:
-        fh.write(text)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -75,6 +52,17 @@ def _load_failure(exc: Exception) -> str:
              and "weights only" not in ln.lower()]
     detail = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
     return f"damaged, or not written by torch.save: {detail}"
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``--device``: auto (or None: CUDA when there is one), cpu, cuda or cuda:N; anything else is one line."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ConfigError(f"--device {name}: expected auto, cpu or cuda")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+    return torch.device(name)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Vocab, dict]:

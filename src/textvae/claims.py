@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from textvae.errors import ConfigError
-from textvae.pipeline import TABLE_KINDS, Experiment, Plan, Row, Run, Section, fmt_lam
+from textvae.methods import parse_lam
+from textvae.pipeline import TABLE_KINDS, Plan
+from textvae.runs import Experiment, Row, Run, Section
 
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 OP_TEXT = {"<": "<", "<=": "≤", ">": ">", ">=": "≥"}
@@ -67,7 +69,7 @@ class Verdict:
 # ----------------------------------------------------------------------------------------------------------
 
 def label(row: Row) -> str:
-    from textvae.reporting import row_label
+    from textvae.report_format import row_label
 
     return row_label(row).lstrip("+ ")
 
@@ -79,7 +81,7 @@ def match_rows(sec: Section, pattern: str) -> list[Row]:
     for row, prow in zip(sec.rows, sec.paper_rows):
         if row.method != method:
             continue
-        if lam == "*" or (not lam and row.lam is None) or (lam and prow.lam == float(lam)):
+        if lam == "*" or (not lam and row.lam is None) or (lam and prow.lam == parse_lam(lam, pattern)):
             out.append(row)
     return list(dict.fromkeys(out))
 
@@ -261,7 +263,7 @@ def summary(verdicts: list[Verdict]) -> str:
 
 
 def section_markdown(verdicts: list[Verdict], dataset_names: dict, heading: str = "##") -> str:
-    from textvae.reporting import md_escape, md_table
+    from textvae.report_format import md_escape, md_table
 
     lines = []
     for title, keep in (("The paper's claims", False), ("This experiment's acceptance checks", True)):

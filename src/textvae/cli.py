@@ -10,7 +10,7 @@ from textvae import __version__
 from textvae.errors import TextvaeError
 
 # modules that register a subcommand, in the order `textvae --help` lists them
-COMMAND_MODULES = ["prepare", "training", "evaluation", "probing", "reporting", "provenance", "gpu_slots", "pipeline"]
+COMMAND_MODULES = ["prepare", "train_cli", "evaluation", "probing", "reporting", "provenance", "gpu_slots", "pipeline_cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ from typing import Iterator, Sequence
 import torch
 
 from textvae.errors import DataError
+from textvae.rundir import atomic_write_text
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
@@ -130,8 +131,6 @@ class Vocab:
         return out
 
     def save(self, path: str | Path) -> None:
-        from textvae.checkpoint import atomic_write_text  # checkpoint imports this module
-
         atomic_write_text("\n".join(self.itos) + "\n", path)
 
     @classmethod

@@ -22,13 +22,17 @@ from itertools import combinations
 from pathlib import Path
 
 from textvae.errors import ConfigError
-from textvae.pipeline import LAM_METHODS, PARAMS, PRETRAIN_METHODS, Plan, Run, fmt_lam
+from textvae.rundir import atomic_write_text
+from textvae.methods import LAM_METHODS, PRETRAIN_METHODS, fmt_lam
+from textvae.pipeline import Plan
+from textvae.runs import Run
+from textvae.settings import PARAMS
 
 RUNS_FILE = "workflow/dvc_runs.yaml"
 # the report stage of dvc.yaml depends on results/${item.d0} … results/${item.d5}
 REPORT_SLOTS = 6
 # the module whose command each stage runs (its import closure is the stage's code dependency)
-ENTRY_MODULES = {"data": "prepare", "train": "training", "evaluate": "evaluation", "probe": "probing",
+ENTRY_MODULES = {"data": "prepare", "train": "train_cli", "evaluate": "evaluation", "probe": "probing",
                  "report": "reporting"}
 
 HEADER = """\
@@ -133,7 +137,7 @@ def runs_yaml(plan: Plan) -> str:
 
 def stale_error(params_path: str = PARAMS, runs_path: str = RUNS_FILE, schema: str | None = None) -> str | None:
     """One line if the run list is not what params.yaml gives, else None."""
-    from textvae.pipeline import SCHEMA
+    from textvae.settings import SCHEMA
 
     text = runs_yaml(Plan.load(params_path, schema or SCHEMA))
     current = Path(runs_path).read_text() if Path(runs_path).exists() else ""
@@ -169,9 +173,7 @@ def write_curves(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     out = run_dir / "curves.json"
-    tmp = out.with_name(".curves.json.tmp")
-    tmp.write_text(json.dumps(records, indent=1) + "\n")
-    tmp.replace(out)
+    atomic_write_text(json.dumps(records, indent=1) + "\n", out)
     return out
 
 

@@ -18,23 +18,15 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Iterable
 
 from textvae.errors import ConfigError
-
-PARAMS = "params.yaml"
-SCHEMA = "workflow/schemas/params.schema.yaml"
-
-# SPEC §3.12; cross-checked against textvae.methods by the tests
-METHODS = ("ae", "vae", "anneal", "cyclic", "cyclic_sgd", "aggressive", "fb", "fbp", "pretrain", "pretrain_anneal",
-           "iwae", "iwae_pretrain", "lm", "ours")
-LAM_METHODS = frozenset({"fb", "fbp", "ours"})
-PRETRAIN_METHODS = frozenset({"pretrain", "pretrain_anneal", "iwae_pretrain", "ours"})
-PAPER_ONLY_ROWS = frozenset({"cyclic_reported"})  # rows with the paper's numbers and no run of ours
+from textvae.methods import PRETRAIN_METHODS, PRETRAIN_SOURCE, fmt_lam
+from textvae.runs import Experiment, Row, Run, Section
+from textvae.settings import PARAMS, SCHEMA, check_params, deep_merge, load_params, run_training, section
 
 # what each report item shows: an evaluation ("lm"), a probe (its name), or the model sizes
 TABLE_KINDS = {
@@ -67,19 +59,6 @@ DATA_FILES = ("train.txt", "valid.txt", "test.txt", "stats.json")
 # small helpers
 # ----------------------------------------------------------------------------------------------------------
 
-def fmt_lam(lam: float) -> str:
-    """``7.0 -> '7'``, ``2.5 -> '2.5'`` (the λ in paths, stage names and row labels)."""
-    lam = float(lam)
-    return str(int(lam)) if lam.is_integer() else repr(lam)
-
-
-def deep_merge(base: dict, over: dict | None) -> dict:
-    out = dict(base)
-    for k, v in (over or {}).items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def options(values: dict, rename: dict | None = None) -> list[str]:
     """``{'max_len': 99, 'swaps': [1, 2]} -> ['--max-len', '99', '--swaps', '1', '2']`` (sorted by key)."""
     argv: list[str] = []
@@ -110,277 +89,6 @@ def canonical(obj) -> str:
 def shell_join(argv: Iterable[str]) -> str:
     return " ".join(shlex.quote(str(a)) for a in argv)
 
-
-def key_path(path) -> str:
-    """A jsonschema error path as ``tables.table3.rows.ptb[2]``."""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-# ----------------------------------------------------------------------------------------------------------
-# loading and checking params.yaml
-# ----------------------------------------------------------------------------------------------------------
-
-def _unique_key_loader():
-    import yaml
-
-    class UniqueKeyLoader(yaml.SafeLoader):
-        """A SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
-
-        def construct_mapping(self, node, deep=False):
-            seen = {}
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    first = seen.get(key)
-                except TypeError:   # an unhashable key: the base class reports it
-                    break
-                if first is not None:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r}; the first is on line {first + 1}", key_node.start_mark)
-                seen[key] = key_node.start_mark.line
-            return super().construct_mapping(node, deep)
-
-    return UniqueKeyLoader
-
-
-def load_params(path: str | Path = PARAMS) -> dict:
-    """params.yaml as a dict; a bad file is one line naming the file and line (YAML syntax, a duplicate key)."""
-    import yaml
-
-    path = Path(path)
-    try:
-        params = yaml.load(path.read_text(), Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(params, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    return params
-
-
-def schema_error(params: dict, schema_path: str | Path = SCHEMA, source: str = PARAMS) -> str | None:
-    """The first schema violation as one line naming the key, or None."""
-    import jsonschema
-    import yaml
-
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    validator_cls = jsonschema.validators.validator_for(schema)
-    errors = list(validator_cls(schema).iter_errors(params))
-    if not errors:
-        return None
-    err = jsonschema.exceptions.best_match(errors)
-    # descend into oneOf/anyOf to name the deepest key at fault
-    while err.context:
-        err = jsonschema.exceptions.best_match(err.context)
-    message = err.message
-    if err.validator == "additionalProperties":
-        message = message.replace("Additional properties are not allowed", "unknown key")
-    elif err.validator == "pattern" and err.path and "row" in str(err.schema_path):
-        message = f"{err.instance!r} is not a row (a method of SPEC §3.12, fb@λ, fbp@λ, ours@λ or cyclic_reported)"
-    return f"{source}: {key_path(err.absolute_path)}: {message}"
-
-
-def semantic_error(params: dict, source: str = PARAMS) -> str | None:
-    """Cross-key checks the schema cannot express, as one line naming the key, or None."""
-    datasets = params.get("datasets") or {}
-    for name, table in (params.get("tables") or {}).items():
-        for i, ds in enumerate(table.get("datasets", [])):
-            if ds not in datasets:
-                return f"{source}: tables.{name}.datasets[{i}]: unknown dataset {ds!r} (not under datasets)"
-        rows = table.get("rows")
-        if isinstance(rows, dict):
-            for ds in rows:
-                if ds not in table.get("datasets", []):
-                    return f"{source}: tables.{name}.rows.{ds}: {ds!r} is not one of the table's datasets"
-            for ds in table.get("datasets", []):
-                if ds not in rows:
-                    return f"{source}: tables.{name}.rows: no rows for dataset {ds!r}"
-        for key, row_list in _row_lists(rows):
-            for i, row in enumerate(row_list):
-                if row.endswith("@*") and not table.get("lams"):
-                    return f"{source}: tables.{name}.rows{key}[{i}]: {row!r} needs the table's `lams`"
-                if _zero_lam(row):
-                    return f"{source}: tables.{name}.rows{key}[{i}]: {row!r}: the target rate λ must be > 0"
-    for fig, spec in (params.get("figures") or {}).items():
-        for i, ds in enumerate(spec.get("datasets", [])):
-            if ds not in datasets:
-                return f"{source}: figures.{fig}.datasets[{i}]: unknown dataset {ds!r} (not under datasets)"
-        for i, row in enumerate(spec.get("rows", [])):
-            if row.endswith("@*"):
-                return f"{source}: figures.{fig}.rows[{i}]: {row!r}: give a λ"
-            if _zero_lam(row):
-                return f"{source}: figures.{fig}.rows[{i}]: {row!r}: the target rate λ must be > 0"
-    for exp, spec in (params.get("experiments") or {}).items():
-        if exp in RESERVED_NAMES:
-            return f"{source}: experiments.{exp}: the name is taken by a Snakemake rule; choose another"
-        if (spec or {}).get("dataset") and spec["dataset"] not in datasets:
-            return f"{source}: experiments.{exp}.dataset: unknown dataset {spec['dataset']!r} (not under datasets)"
-        if (spec or {}).get("dataset") and (spec or {}).get("datasets"):
-            return f"{source}: experiments.{exp}: give `dataset` (replace every dataset) or `datasets` (aliases), not both"
-        for paper_ds, alias in ((spec or {}).get("datasets") or {}).items():
-            if alias not in datasets:
-                return f"{source}: experiments.{exp}.datasets.{paper_ds}: unknown dataset {alias!r} (not under datasets)"
-        for i, table in enumerate((spec or {}).get("tables") or []):
-            if table not in (params.get("tables") or {}):
-                return f"{source}: experiments.{exp}.tables[{i}]: {table!r} is not a table of params.yaml"
-    return None
-
-
-def _zero_lam(row: str) -> bool:
-    """``ours@0`` (the schema's row pattern admits 0; a run needs λ > 0)."""
-    _, at, lam = row.partition("@")
-    return bool(at) and lam != "*" and float(lam) <= 0
-
-
-def _row_lists(rows) -> list[tuple[str, list]]:
-    if isinstance(rows, dict):
-        return [(f".{ds}", lst) for ds, lst in rows.items()]
-    return [("", rows or [])]
-
-
-# Snakemake rule names (an experiment's target rule is named after it)
-RESERVED_NAMES = frozenset({"all", "prepare_data", "train", "evaluate", "probe", "report", "report_index"})
-
-# keys a Snakemake profile may add to the config (`config:`): runtime settings, not knobs
-RUNTIME_KEYS = frozenset({"gpu_slots_per_device"})
-
-
-def check_same_knobs(config: dict, on_disk: dict, source: str = PARAMS) -> None:
-    """Snakemake's config must be params.yaml itself (plus runtime keys): the commands read the file."""
-    for key in sorted(set(config) | set(on_disk)):
-        if key in RUNTIME_KEYS:
-            continue
-        if config.get(key) != on_disk.get(key):
-            raise ConfigError(f"{source}: {key}: differs from the config Snakemake was given; experiment knobs are "
-                              f"set in {source} only (the textvae commands read the file), not with --config or "
-                              "--configfile")
-
-
-def check_params(params: dict, schema_path: str | Path = SCHEMA, source: str = PARAMS) -> None:
-    """Raise ConfigError with one line naming the key at fault."""
-    msg = schema_error(params, schema_path, source) or semantic_error(params, source)
-    if msg:
-        raise ConfigError(msg)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# runs, rows, experiments
-# ----------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True, order=True)
-class Run:
-    """One training run = one row of a results table for one seed."""
-    dataset: str
-    method: str
-    lam: float | None
-    seed: int
-
-    @property
-    def run_id(self) -> str:
-        return self.method if self.lam is None else f"{self.method}/lam{fmt_lam(self.lam)}"
-
-    @property
-    def dir(self) -> str:
-        return f"results/{self.dataset}/{self.run_id}/seed{self.seed}"
-
-    @property
-    def slug(self) -> str:
-        """For DVC stage names (letters, digits, - and _ only)."""
-        lam = "" if self.lam is None else "-lam" + fmt_lam(self.lam).replace(".", "p")
-        return f"{self.dataset}-{self.method}{lam}-seed{self.seed}"
-
-    @property
-    def ckpt(self) -> str:
-        return f"{self.dir}/best.pt"
-
-    @property
-    def eval_json(self) -> str:
-        return f"{self.dir}/eval_test.json"
-
-    def probe_json(self, probe: str) -> str:
-        return f"{self.dir}/probe_{probe}.json"
-
-    @property
-    def ae(self) -> "Run":
-        return Run(self.dataset, "ae", None, self.seed)
-
-    @classmethod
-    def parse(cls, dataset: str, run_id: str, seed) -> "Run":
-        method, _, lam = run_id.partition("/lam")
-        if method not in METHODS:
-            raise ConfigError(f"unknown method {method!r} in run {run_id!r}")
-        if (method in LAM_METHODS) != bool(lam):
-            raise ConfigError(f"run {run_id!r}: {method} {'needs' if method in LAM_METHODS else 'takes no'} λ")
-        return cls(dataset, method, float(lam) if lam else None, int(seed))
-
-
-@dataclass(frozen=True)
-class Row:
-    """A row of a table: a method (+ λ), or a paper-only row."""
-    method: str
-    lam: float | None = None
-
-    @property
-    def key(self) -> str:
-        """The row's name in params.yaml and in the paper reference data (``fbp@7``)."""
-        return self.method if self.lam is None else f"{self.method}@{fmt_lam(self.lam)}"
-
-    @property
-    def paper_only(self) -> bool:
-        return self.method in PAPER_ONLY_ROWS
-
-    @classmethod
-    def parse(cls, text: str) -> "Row":
-        method, _, lam = text.partition("@")
-        return cls(method, float(lam) if lam else None)
-
-
-@dataclass(frozen=True)
-class Section:
-    """The rows of one dataset in a table, as run for one experiment."""
-    dataset: str            # the dataset the runs use
-    paper_datasets: tuple   # the paper's dataset(s) this section stands for
-    rows: tuple             # Row, in table order (λ snapped for the experiment)
-    paper_rows: tuple       # the paper's Row for each row (before snapping), same order
-
-
-@dataclass(frozen=True)
-class Experiment:
-    name: str
-    dataset: str | None     # replaces every dataset (no paper column then)
-    lams: tuple | None      # λ snapped to the nearest of these
-    seeds: tuple
-    aliases: tuple = ()     # ((paper dataset, dataset run in its place), ...): only these, paper column kept
-    tables: tuple | None = None   # only these tables (default: every table of params.yaml)
-    figures: tuple | None = None  # only these figures (default: every figure of params.yaml)
-
-    def runs_dataset(self, dataset: str) -> bool:
-        """Does the experiment run the paper dataset's sections (an aliased experiment runs only its own)?"""
-        return not self.aliases or dataset in dict(self.aliases)
-
-    @property
-    def report_dir(self) -> str:
-        return "reports" if self.name == "paper" else f"reports/{self.name}"
-
-    @property
-    def compares_to_paper(self) -> bool:
-        return self.dataset is None
-
-    def map_dataset(self, dataset: str) -> str:
-        return self.dataset or dict(self.aliases).get(dataset, dataset)
-
-    def map_lam(self, lam: float | None) -> float | None:
-        if lam is None or not self.lams:
-            return lam
-        return min(self.lams, key=lambda g: (abs(g - lam), g))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -430,18 +138,12 @@ class Plan:
         return self.params["datasets"]
 
     def section(self, name: str, dataset: str | None = None) -> dict:
-        """A global section (training, evaluation, probing) with the dataset's overrides merged in."""
-        base = self.params.get(name) or {}
-        if dataset is None:
-            return dict(base)
-        return deep_merge(base, self.datasets[dataset].get(name))
+        """A global section with the dataset's overrides merged in (:func:`textvae.settings.section`)."""
+        return section(self.params, name, dataset)
 
     def run_overrides(self, run: Run) -> dict:
-        """The dataset's training overrides for one run: its common ones, then those of the run's method
-        (``datasets.NAME.training.methods.METHOD``), e.g. a longer AE or a shorter aggressive run."""
-        over = dict(self.datasets[run.dataset].get("training") or {})
-        per_method = over.pop("methods", None) or {}
-        return {**over, **(per_method.get(run.method) or {})}
+        """The dataset's and the method's training overrides of one run (:func:`textvae.settings.run_training`)."""
+        return run_training(self.params, run.dataset, run.method)
 
     @cached_property
     def experiments(self) -> dict[str, Experiment]:
@@ -734,110 +436,8 @@ class Plan:
             add(job)
         order = {"data": 0, "train": 1, "evaluate": 2, "probe": 3, "report": 4}
         # AE runs first among the training runs (the pretrained ones start from them); otherwise stable
-        return sorted(jobs.values(), key=lambda j: (order[j.rule], not (j.rule == "train" and "-ae-seed" in j.name)))
+        return sorted(jobs.values(), key=lambda j: (order[j.rule], not (j.rule == "train" and f"-{PRETRAIN_SOURCE}-seed" in j.name)))
 
 
 def _sec_key(sec: Section) -> list:
     return [sec.dataset, list(sec.paper_datasets), [r.key for r in sec.rows], [r.key for r in sec.paper_rows]]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# CLI: textvae pipeline {check,dvc-yaml,dvc-run,jobs}
-# ----------------------------------------------------------------------------------------------------------
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("pipeline", help="the experiment pipeline: check params.yaml, the run lists of dvc.yaml",
-                              description="The jobs params.yaml asks for (the Snakefile and dvc.yaml run them).")
-    sub = p.add_subparsers(dest="pipeline_command", metavar="{check,dvc-yaml,dvc-run,jobs}")
-    sub.required = True
-
-    def common(q):
-        q.add_argument("--params", default=PARAMS, help="parameters file (default params.yaml)")
-        q.add_argument("--schema", default=SCHEMA, help=f"JSON schema (default {SCHEMA})")
-
-    q = sub.add_parser("check", help="validate params.yaml (one line naming the key at fault)")
-    common(q)
-    q.set_defaults(func=_cmd_check)
-
-    q = sub.add_parser("dvc-yaml", help="write the run lists of dvc.yaml (workflow/dvc_runs.yaml) from params.yaml",
-                       description="dvc.yaml is a template; this writes the run lists it iterates over that DVC "
-                                   "cannot compute from params.yaml (or --check that they are current).")
-    common(q)
-    q.add_argument("--out", default=None, help="output file (default workflow/dvc_runs.yaml; - for stdout)")
-    q.add_argument("--check", action="store_true", help="exit 1 if the file differs from what would be written")
-    q.set_defaults(func=_cmd_dvc_yaml)
-
-    q = sub.add_parser("dvc-run", help="run one DVC stage (dvc.yaml's commands): checks the run lists first",
-                       description="data DATASET | train RUN_DIR | evaluate RUN_DIR | probe NAME RUN_DIR | "
-                                   "report OUT: builds the stage's command from params.yaml and runs it.")
-    q.add_argument("--params", default=PARAMS, help="parameters file (default params.yaml)")
-    q.add_argument("stage", choices=["data", "train", "evaluate", "probe", "report"])
-    q.add_argument("target", nargs="+", help="DATASET, RUN_DIR, NAME RUN_DIR or OUT")
-    q.set_defaults(func=_cmd_dvc_run)
-
-    q = sub.add_parser("jobs", help="list the jobs (name, command) of the pipeline")
-    common(q)
-    q.add_argument("--experiment", action="append", help="only this experiment (repeatable)")
-    q.add_argument("--json", action="store_true", help="one JSON object per job")
-    q.set_defaults(func=_cmd_jobs)
-
-
-def _cmd_check(args) -> int:
-    plan = Plan.load(args.params, args.schema)
-    n = len(plan.all_jobs())
-    print(f"{args.params}: ok ({len(plan.experiments)} experiments, {n} jobs)")
-    return 0
-
-
-def _cmd_dvc_yaml(args) -> int:
-    from textvae import dvc_stages
-
-    args.out = args.out or dvc_stages.RUNS_FILE
-    text = dvc_stages.runs_yaml(Plan.load(args.params, args.schema))
-    if args.check:
-        current = Path(args.out).read_text() if Path(args.out).exists() else ""
-        if current != text:
-            print(f"{args.out} is out of date with {args.params}: run `textvae pipeline dvc-yaml`", file=sys.stderr)
-            return 1
-        print(f"{args.out}: up to date")
-        return 0
-    if args.out == "-":
-        sys.stdout.write(text)
-    else:
-        tmp = Path(args.out + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(args.out)
-        print(f"wrote {args.out}")
-    return 0
-
-
-def _cmd_dvc_run(args) -> int:
-    from textvae import dvc_stages
-
-    want = 2 if args.stage == "probe" else 1
-    if len(args.target) != want:
-        raise ConfigError(f"dvc-run {args.stage}: expected {want} argument(s), got {' '.join(args.target)}")
-    probe, target = (args.target[0], args.target[1]) if args.stage == "probe" else (None, args.target[0])
-    return dvc_stages.run_stage(args.stage, target, probe, args.params)
-
-
-def _cmd_jobs(args) -> int:
-    plan = Plan.load(args.params, args.schema)
-    for job in plan.all_jobs(args.experiment):
-        if args.json:
-            print(json.dumps({"name": job.name, "rule": job.rule, "cmd": job.cmd, "inputs": job.inputs,
-                              "outputs": job.outputs, "params": job.params, "gpu": job.gpu}))
-        else:
-            print(f"{job.name}\t{job.cmd}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m textvae.pipeline ...`` is ``textvae pipeline ...``."""
-    from textvae.cli import main as cli_main
-
-    return cli_main(["pipeline", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,6 @@
-"""Latent-space probing and classification (SPEC §6-7): ``textvae probe {bleu,smoothness,noisy,interpolate,copy,classify}``.
+"""Latent-space probing and classification (SPEC §6-7): ``textvae probe {bleu,smoothness,noisy,interpolate,copy,classify}``,
+one runner per probe on one shared set-up (:mod:`textvae.probe_setup`); the measures are in
+:mod:`textvae.probe_metrics`, the classifiers in :mod:`textvae.classifiers`.
 
 Every probe loads one VAE checkpoint, runs deterministically under ``--seed`` and writes a JSON file of numbers
 (atomic write) that records every setting and the checkpoint; probes that show examples also write a markdown
@@ -15,550 +17,45 @@ SPEC ❓ choices made defaults here (each is an option and is recorded in the JS
 - copy: ancestral sampling from the decoder as in [C]'s helper, at most 100 tokens (``--decoding``, ``--max-len``);
 - classify: GMM with 10 components, random_state = ``--seed``, cluster label = label of the validation example
   with the highest responsibility (``--gmm-rule top``); label subsets sampled uniformly
-  (``--label-sampling uniform``) with numpy seed 783435 exactly as [C]'s ``sampling_training_labels.py``;
+  (``--label-sampling uniform``) with numpy seed 783435 (DEFAULT_SEED) exactly as [C]'s ``sampling_training_labels.py``;
   linear classifier on the frozen encoder's mean with 10 output logits as [C] (``--n-logits``), SGD lr 1.0.
 """
 from __future__ import annotations
 
 import argparse
-import copy as _copy
-import json
 import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
-from tqdm import tqdm
 
-from textvae.checkpoint import atomic_write_text, file_sha256, load_model
-from textvae.data import BOS_ID, EOS_ID, Vocab, make_batches, read_corpus, split_path
-from textvae.errors import CheckpointError, ConfigError, DataError
-
-SPEC_SEED = 783435
-PROBES = ("bleu", "smoothness", "noisy", "interpolate", "copy", "classify")
-
-
-# ==========================================================================================================
-# Small utilities
-# ==========================================================================================================
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ConfigError(f"--device {name}: expected auto, cpu or cuda")
-    return torch.device(name)
-
-
-def _jsonable(obj: Any) -> Any:
-    """Plain JSON types; NaN/inf become null (JSON has no NaN)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def write_json(obj: dict, path: str | Path) -> None:
-    """Atomic JSON write (temporary file in the same directory, then rename)."""
-    atomic_write_text(json.dumps(_jsonable(obj), indent=2, ensure_ascii=False) + "\n", path)
-
-
-def markdown_path(json_path: str | Path) -> Path:
-    """``OUT.md`` next to ``OUT.json`` (same stem)."""
-    return Path(json_path).with_suffix(".md")
-
-
-_MD_SPECIAL = {"\\": "\\\\", "|": "\\|", "<": "&lt;", ">": "&gt;", "*": "\\*", "_": "\\_", "`": "\\`",
-               "[": "\\[", "]": "\\]", "#": "\\#"}
-
-
-def md_escape(text: str) -> str:
-    """Escape a sentence for a markdown table cell (``<unk>`` must not become an HTML tag)."""
-    return "".join(_MD_SPECIAL.get(c, c) for c in text) if text else "∅"
-
-
-def _progress(iterable=None, *, quiet: bool = False, **kw):
-    return tqdm(iterable, disable=quiet, file=sys.stderr, dynamic_ncols=True, **kw)
-
-
-def cpu_generator(seed: int, stream: int = 0) -> torch.Generator:
-    """A CPU generator for ``(seed, stream)``; different probes / settings use different streams."""
-    g = torch.Generator(device="cpu")
-    g.manual_seed(int(np.random.SeedSequence([int(seed), int(stream)]).generate_state(1, dtype=np.uint64)[0] >> 1))
-    return g
-
-
-# ==========================================================================================================
-# Model access: means, posterior samples, decoding
-# ==========================================================================================================
-
-def load_vae(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, Vocab, dict]:
-    model, vocab, ckpt = load_model(path, device)
-    if getattr(model, "kind", None) != "vae":
-        raise CheckpointError(f"{path}: probing needs a VAE checkpoint (kind 'vae'), got kind {ckpt.get('kind')!r}")
-    model.eval()
-    return model, vocab, ckpt
-
-
-def checkpoint_info(path: str | Path, ckpt: dict) -> dict:
-    run = ckpt.get("run") or {}
-    return {"path": str(path), "sha256": file_sha256(path), "method": run.get("method"), "lam": run.get("lam"),
-            "dataset": run.get("dataset"), "train_seed": run.get("seed"), "epoch": ckpt.get("epoch"),
-            "best_val": ckpt.get("best_val")}
-
-
-@torch.no_grad()
-def encode(model, examples: Sequence[Sequence[int]], device: torch.device | str = "cpu", batch_size: int = 256,
-           quiet: bool = True, desc: str = "encode") -> tuple[torch.Tensor, torch.Tensor]:
-    """``(mu, logvar)`` ``[N, nz]`` on the CPU, in the order of ``examples`` (framed ids).
-
-    Exact-length batches (SPEC §1.5): no padding, so every row equals its one-at-a-time value."""
-    model.eval()
-    n, nz = len(examples), model.cfg.nz
-    mu = torch.empty((n, nz), dtype=torch.float32)
-    logvar = torch.empty((n, nz), dtype=torch.float32)
-    if n == 0:
-        return mu, logvar
-    batches = make_batches(examples, batch_size)
-    for x, idx in _progress(zip(batches.tensors, batches.index), total=len(batches), quiet=quiet, desc=desc,
-                            leave=False):
-        m, lv = model.encoder(x.to(device))
-        idx_t = torch.tensor(idx, dtype=torch.long)
-        mu[idx_t] = m.float().cpu()
-        logvar[idx_t] = lv.float().cpu()
-    return mu, logvar
-
-
-def sample_posterior(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One ``z ~ q(z|x)`` per row (``[N, nz]``), noise drawn from a CPU generator in row order."""
-    eps = torch.randn(mu.shape, generator=generator, dtype=torch.float32)
-    return mu.cpu() + (0.5 * logvar.cpu()).exp() * eps
-
-
-@torch.no_grad()
-def decode(model, z: torch.Tensor, max_len: int, device: torch.device | str = "cpu", greedy: bool = True,
-           seed: int = 0, batch_size: int = 256, quiet: bool = True, desc: str = "decode") -> list[list[int]]:
-    """Decode every row of ``z [N, nz]`` (chunks of ``batch_size``) → token ids without ``</s>``."""
-    model.eval()
-    device = torch.device(device)
-    gen = None
-    if not greedy:
-        gen = torch.Generator(device=device)
-        gen.manual_seed(int(seed))
-    out: list[list[int]] = []
-    starts = range(0, z.size(0), batch_size)
-    for s in _progress(starts, quiet=quiet, desc=desc, leave=False):
-        zz = z[s:s + batch_size].to(device=device, dtype=torch.float32)
-        out.extend(model.decoder.generate(zz, max_len, BOS_ID, EOS_ID, greedy=greedy, generator=gen))
-    return out
-
-
-def ids_to_tokens(vocab: Vocab, ids: Sequence[int]) -> list[str]:
-    """Generated ids → tokens (``generate`` already stops before ``</s>``; nothing else is stripped)."""
-    return [vocab.itos[int(i)] for i in ids]
-
-
-# ==========================================================================================================
-# Metrics
-# ==========================================================================================================
-
-def corpus_bleu(hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[str]]) -> tuple[float, str]:
-    """Corpus BLEU-4 ×100 with sacreBLEU, tokenize ``none``, no smoothing (SPEC §6.1) → ``(score, signature)``."""
-    from sacrebleu.metrics import BLEU
-
-    if len(hyps) != len(refs):
-        raise ValueError(f"{len(hyps)} hypotheses but {len(refs)} references")
-    bleu = BLEU(tokenize="none", smooth_method="none", force=True)  # force: no "tokenized period" warning
-    score = bleu.corpus_score([" ".join(h) for h in hyps], [[" ".join(r) for r in refs]]).score
-    # sacreBLEU returns 100.00000000000004 for a perfect match; clip rounding noise only
-    return float(min(max(score, 0.0), 100.0)), str(bleu.get_signature())
-
-
-class TokenCoder:
-    """Maps each distinct token to one Unicode code point so that a token list becomes a string and
-    character-level Levenshtein (rapidfuzz, C++) equals word-level Levenshtein. Surrogates are skipped."""
-
-    LIMIT = 0x110000 - 0x800
-
-    def __init__(self) -> None:
-        self.codes: dict[str, str] = {}
-
-    def char(self, token: str) -> str:
-        c = self.codes.get(token)
-        if c is None:
-            i = len(self.codes)
-            if i >= self.LIMIT:
-                raise ValueError("more distinct tokens than Unicode code points")
-            cp = i if i < 0xD800 else i + 0x800
-            c = self.codes[token] = chr(cp)
-        return c
-
-    def encode(self, tokens: Sequence[str]) -> str:
-        return "".join(self.char(t) for t in tokens)
-
-    def encode_all(self, sentences: Sequence[Sequence[str]]) -> list[str]:
-        return [self.encode(s) for s in sentences]
-
-
-def edit_distance(a: Sequence[Any], b: Sequence[Any]) -> int:
-    """Word-level Levenshtein distance (unit insert/delete/substitute) between two token lists."""
-    from rapidfuzz.distance import Levenshtein
-
-    return int(Levenshtein.distance(list(a), list(b)))
-
-
-def pairwise_edit_distances(a: Sequence[Sequence[str]], b: Sequence[Sequence[str]], workers: int = -1) -> np.ndarray:
-    """Element-wise word-level edit distances ``d(a[k], b[k])``."""
-    from rapidfuzz import process
-    from rapidfuzz.distance import Levenshtein
-
-    if len(a) != len(b):
-        raise ValueError("pairwise_edit_distances needs equally long lists")
-    coder = TokenCoder()
-    sa, sb = coder.encode_all(a), coder.encode_all(b)
-    if hasattr(process, "cpdist"):
-        return np.asarray(process.cpdist(sa, sb, scorer=Levenshtein.distance, workers=workers, dtype=np.int32),
-                          dtype=np.int64)
-    return np.fromiter((Levenshtein.distance(x, y) for x, y in zip(sa, sb)), dtype=np.int64, count=len(sa))
-
-
-def min_edit_distances(queries: Sequence[Sequence[str]], corpus: Sequence[Sequence[str]], workers: int = -1,
-                       chunk: int = 16, quiet: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """For each query the minimum word-level edit distance to any corpus sentence and the index of the
-    (first) nearest one. ``rapidfuzz.process.cdist`` in C++ threads, ``chunk`` queries at a time."""
-    from rapidfuzz import process
-    from rapidfuzz.distance import Levenshtein
-
-    if not corpus:
-        raise ValueError("empty corpus")
-    coder = TokenCoder()
-    cs = coder.encode_all(corpus)
-    qs = coder.encode_all(queries)
-    mins = np.empty(len(qs), dtype=np.int64)
-    arg = np.empty(len(qs), dtype=np.int64)
-    for s in _progress(range(0, len(qs), chunk), quiet=quiet, desc="nearest neighbours",
-                       total=(len(qs) + chunk - 1) // chunk, leave=False):
-        d = process.cdist(qs[s:s + chunk], cs, scorer=Levenshtein.distance, workers=workers, dtype=np.int32)
-        arg[s:s + chunk] = d.argmin(axis=1)
-        mins[s:s + chunk] = d.min(axis=1)
-    return mins, arg
-
-
-def pearson(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
-    """Pearson r; NaN when either vector is constant."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    if x.shape != y.shape or x.ndim != 1 or x.size < 2:
-        raise ValueError("pearson needs two 1-d vectors of equal length >= 2")
-    xc, yc = x - x.mean(), y - y.mean()
-    den = math.sqrt(float((xc * xc).sum()) * float((yc * yc).sum()))
-    return float((xc * yc).sum() / den) if den > 0 else float("nan")
-
-
-def random_pairs(n: int, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` pairs (i, j), i != j, each uniform over the n(n-1) ordered pairs, with replacement."""
-    if n < 2:
-        raise DataError("smoothness needs at least 2 sentences")
-    rng = np.random.default_rng(seed)
-    i = rng.integers(0, n, size=count)
-    j = (i + rng.integers(1, n, size=count)) % n
-    return i, j
-
-
-def smoothness_pcc(latents: np.ndarray, sentences: Sequence[Sequence[str]], pairs: int, seed: int
-                   ) -> tuple[float, np.ndarray, np.ndarray]:
-    """SPEC §6.2: Pearson r between ``||z_i - z_j||_2`` and the word edit distance of sentences i, j over
-    ``pairs`` random pairs → ``(r, l2 distances, edit distances)``."""
-    z = np.asarray(latents, dtype=np.float64)
-    if len(z) != len(sentences):
-        raise ValueError("one latent per sentence expected")
-    i, j = random_pairs(len(z), pairs, seed)
-    l2 = np.sqrt(((z[i] - z[j]) ** 2).sum(axis=1))
-    ed = pairwise_edit_distances([sentences[a] for a in i], [sentences[b] for b in j])
-    return pearson(l2, ed), l2, ed
-
-
-def swap_words(tokens: Sequence[Any], k: int, rng: np.random.Generator, mode: str = "random") -> list:
-    """``k`` successive swaps (SPEC §6.3). ``random``: exchange the words at two distinct uniformly chosen
-    positions; ``adjacent``: exchange the words at a uniform position i and i+1. Sentences of < 2 words stay
-    unchanged. The multiset of words is always kept."""
-    out = list(tokens)
-    n = len(out)
-    if n < 2:
-        return out
-    for _ in range(k):
-        if mode == "random":
-            i, j = rng.choice(n, size=2, replace=False)
-        elif mode == "adjacent":
-            i = int(rng.integers(0, n - 1))
-            j = i + 1
-        else:
-            raise ConfigError(f"unknown swap mode {mode!r} (random|adjacent)")
-        out[i], out[j] = out[j], out[i]
-    return out
-
-
-def interpolation_points(z0: torch.Tensor, z1: torch.Tensor, points: int) -> torch.Tensor:
-    """``z_t = (1-t) z0 + t z1`` for ``t = 0, 1/(points-1), …, 1`` → ``[points, nz]`` (endpoints exact)."""
-    if points < 2:
-        raise ConfigError("--points must be >= 2")
-    t = torch.linspace(0.0, 1.0, points, dtype=z0.dtype).unsqueeze(1)
-    return (1.0 - t) * z0.unsqueeze(0) + t * z1.unsqueeze(0)
-
-
-# ==========================================================================================================
-# Classification helpers (SPEC §7)
-# ==========================================================================================================
-
-def label_index(*label_lists: Sequence[str]) -> dict[str, int]:
-    """One label → class-index map for all splits: integer labels keep their value (``"1"`` → 1, as [C]
-    converts with ``int``); any non-integer label switches to sorted-string order."""
-    labels = sorted({l for lst in label_lists for l in lst})
-    try:
-        vals = {l: int(l) for l in labels}
-        if all(v >= 0 for v in vals.values()):
-            return vals
-    except ValueError:
-        pass
-    return {l: i for i, l in enumerate(labels)}
-
-
-def sample_label_subset(labels: Sequence[int], n: int, seed: int = SPEC_SEED, mode: str = "uniform") -> np.ndarray:
-    """Indices of ``n`` labelled training examples, without replacement ([C] ``sampling_training_labels.py``):
-    ``uniform`` = ``np.random.seed(seed); np.random.choice(N, n, replace=False)`` (so the subsets for different
-    n are nested); ``balanced`` = ``n // #classes`` per class, classes in increasing order, same generator."""
-    labels = np.asarray(labels)
-    total = len(labels)
-    rs = np.random.RandomState(seed)
-    if mode == "uniform":
-        if n > total:
-            raise DataError(f"cannot sample {n} labelled examples from {total}")
-        return rs.choice(total, n, replace=False)
-    if mode == "balanced":
-        classes = np.unique(labels)
-        per = n // len(classes)
-        out = []
-        for c in classes:
-            idx = np.flatnonzero(labels == c)
-            if per > len(idx):
-                raise DataError(f"cannot sample {per} examples of class {c} (only {len(idx)})")
-            out.append(idx[rs.choice(len(idx), per, replace=False)])
-        return np.concatenate(out)
-    raise ConfigError(f"unknown label sampling {mode!r} (uniform|balanced)")
-
-
-def fit_gmm(train_x: np.ndarray, n_components: int, seed: int):
-    """sklearn GaussianMixture with [C]'s settings (SPEC §7.1) and a recorded random_state.
-
-    Fitted with one BLAS/OpenMP thread: on a shared machine multi-threaded k-means + EM on 100k×32 ran 10×
-    slower (112 s vs 11 s measured); a fixed thread count also keeps the fit independent of the machine."""
-    from sklearn.mixture import GaussianMixture
-    from threadpoolctl import threadpool_limits
-
-    gmm = GaussianMixture(n_components=n_components, covariance_type="full", tol=1e-3, max_iter=200, n_init=1,
-                          init_params="kmeans", random_state=seed)
-    with threadpool_limits(1):
-        gmm.fit(np.asarray(train_x, dtype=np.float64))
-    return gmm
-
-
-def map_components(rule: str, n_components: int, valid_y: np.ndarray, valid_resp: np.ndarray | None = None,
-                   valid_pred: np.ndarray | None = None) -> np.ndarray:
-    """Component → label map from the validation set.
-
-    ``top`` ([C] default): label of the single validation example with the highest responsibility for the
-    component; ``majority``: most frequent label among the validation examples assigned to it (ties → smallest
-    label; an empty component falls back to ``top``); ``hungarian``: one-to-one assignment maximising the
-    validation counts (components without a partner get -1, which never matches)."""
-    valid_y = np.asarray(valid_y)
-    if rule == "top":
-        return valid_y[np.argmax(valid_resp, axis=0)]
-    if rule == "majority":
-        top = valid_y[np.argmax(valid_resp, axis=0)] if valid_resp is not None else None
-        out = np.empty(n_components, dtype=valid_y.dtype)
-        for c in range(n_components):
-            ys = valid_y[valid_pred == c]
-            if ys.size == 0:
-                out[c] = top[c] if top is not None else -1
-            else:
-                vals, counts = np.unique(ys, return_counts=True)
-                out[c] = vals[np.argmax(counts)]
-        return out
-    if rule == "hungarian":
-        from scipy.optimize import linear_sum_assignment
-
-        classes = np.unique(valid_y)
-        counts = np.zeros((n_components, len(classes)))
-        for k, c in enumerate(classes):
-            counts[:, k] = np.bincount(valid_pred[valid_y == c], minlength=n_components)[:n_components]
-        rows, cols = linear_sum_assignment(-counts)
-        out = np.full(n_components, -1, dtype=np.int64)
-        out[rows] = classes[cols]
-        return out
-    raise ConfigError(f"unknown GMM rule {rule!r} (top|majority|hungarian)")
-
-
-def gmm_accuracy(train_x, valid_x, valid_y, test_x, test_y, n_components: int = 10, rule: str = "top",
-                 seed: int = SPEC_SEED, all_rules: bool = True) -> dict:
-    """Unsupervised accuracy (%) of a GMM fitted on training features (SPEC §7.1).
-
-    ``top`` and ``majority`` use the ``n_components`` GMM; ``hungarian`` a separate GMM with one component per
-    class (one-to-one matching, [C] ``--one2one``). The primary ``rule`` gives ``accuracy``."""
-    valid_y, test_y = np.asarray(valid_y), np.asarray(test_y)
-    n_classes = len(np.unique(np.concatenate([valid_y, test_y])))
-    out: dict[str, Any] = {"components": n_components, "rule": rule, "random_state": seed,
-                           "covariance_type": "full", "tol": 1e-3, "max_iter": 200, "n_init": 1,
-                           "init_params": "kmeans", "fit_examples": int(len(train_x)), "accuracies": {}}
-    rules = ["top", "majority", "hungarian"] if all_rules else [rule]
-    if any(r in rules for r in ("top", "majority")):
-        gmm = fit_gmm(train_x, n_components, seed)
-        resp = gmm.predict_proba(np.asarray(valid_x, dtype=np.float64))
-        vpred = resp.argmax(axis=1)
-        tpred = gmm.predict(np.asarray(test_x, dtype=np.float64))
-        out.update(converged=bool(gmm.converged_), n_iter=int(gmm.n_iter_))
-        for r in ("top", "majority"):
-            if r in rules:
-                m = map_components(r, n_components, valid_y, resp, vpred)
-                out["accuracies"][r] = 100.0 * float(np.mean(m[tpred] == test_y))
-                out.setdefault("maps", {})[r] = m.tolist()
-        out["test_component_sizes"] = np.bincount(tpred, minlength=n_components).tolist()
-    if "hungarian" in rules:
-        g2 = fit_gmm(train_x, n_classes, seed)
-        vpred2 = g2.predict(np.asarray(valid_x, dtype=np.float64))
-        tpred2 = g2.predict(np.asarray(test_x, dtype=np.float64))
-        m = map_components("hungarian", n_classes, valid_y, None, vpred2)
-        out["accuracies"]["hungarian"] = 100.0 * float(np.mean(m[tpred2] == test_y))
-        out.setdefault("maps", {})["hungarian"] = m.tolist()
-        out["hungarian_components"] = n_classes
-    if rule == "hungarian":
-        out["components"] = n_classes
-    out["accuracy"] = out["accuracies"][rule]
-    return out
-
-
-def length_buckets(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
-    """SPEC §1.5 batching by index: stable sort by length, each exact-length group cut into chunks."""
-    by_len: dict[int, list[int]] = {}
-    for i, n in enumerate(lengths):
-        by_len.setdefault(int(n), []).append(i)
-    out = []
-    for n in sorted(by_len):
-        ids = by_len[n]
-        out.extend(np.asarray(ids[s:s + batch_size]) for s in range(0, len(ids), batch_size))
-    return out
-
-
-def train_linear(train_x, train_y, valid_x, valid_y, test_x, test_y, *, n_logits: int | None = None,
-                 train_lengths: Sequence[int] | None = None, seed: int = SPEC_SEED, batch_size: int = 16,
-                 optimizer: str = "sgd", lr: float | None = None, max_epochs: int = 100, patience: int = 2,
-                 max_decays: int = 5, clip: float = 5.0, quiet: bool = True, desc: str = "linear") -> dict:
-    """Linear classifier ``A·μ + b`` on frozen features (SPEC §7.2): CE, batches of ``batch_size``
-    (length-bucketed when ``train_lengths`` are given), grad-norm clip, SGD (lr 1.0) or Adam (1e-3), lr ×0.5
-    after ``patience`` epochs with validation CE above the reference (reload best), stop after ``max_decays``
-    decays or ``max_epochs``; selection by validation CE on the full validation set. Accuracies in %."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: intra-op threads only add overhead (and stall on a busy machine)
-    try:
-        return _train_linear(train_x, train_y, valid_x, valid_y, test_x, test_y, n_logits=n_logits,
-                             train_lengths=train_lengths, seed=seed, batch_size=batch_size, optimizer=optimizer,
-                             lr=lr, max_epochs=max_epochs, patience=patience, max_decays=max_decays, clip=clip,
-                             quiet=quiet, desc=desc)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train_linear(train_x, train_y, valid_x, valid_y, test_x, test_y, *, n_logits, train_lengths, seed,
-                  batch_size, optimizer, lr, max_epochs, patience, max_decays, clip, quiet, desc) -> dict:
-    tx = torch.as_tensor(np.asarray(train_x), dtype=torch.float32)
-    ty = torch.as_tensor(np.asarray(train_y), dtype=torch.long)
-    vx = torch.as_tensor(np.asarray(valid_x), dtype=torch.float32)
-    vy = torch.as_tensor(np.asarray(valid_y), dtype=torch.long)
-    sx = torch.as_tensor(np.asarray(test_x), dtype=torch.float32)
-    sy = torch.as_tensor(np.asarray(test_y), dtype=torch.long)
-    n_classes = int(max(ty.max(), vy.max(), sy.max())) + 1
-    n_logits = max(n_logits or n_classes, n_classes)
-    if lr is None:
-        lr = 1.0 if optimizer == "sgd" else 1e-3
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        clf = nn.Linear(tx.size(1), n_logits)
-
-    def make_opt(rate: float):
-        if optimizer == "sgd":
-            return torch.optim.SGD(clf.parameters(), lr=rate)
-        if optimizer == "adam":
-            return torch.optim.Adam(clf.parameters(), lr=rate)
-        raise ConfigError(f"unknown optimizer {optimizer!r} (sgd|adam)")
-
-    if train_lengths is None:
-        batches = [np.arange(s, min(s + batch_size, len(tx))) for s in range(0, len(tx), batch_size)]
-    else:
-        batches = length_buckets(train_lengths, batch_size)
-    batches_t = [torch.as_tensor(b, dtype=torch.long) for b in batches]
-    rng = np.random.RandomState(seed)
-    opt = make_opt(lr)
-
-    @torch.no_grad()
-    def evaluate(x, y) -> tuple[float, float]:
-        logits = clf(x)
-        return float(F.cross_entropy(logits, y).item()), 100.0 * float((logits.argmax(1) == y).double().mean())
-
-    best_loss, best_state, best_epoch = float("inf"), _copy.deepcopy(clf.state_dict()), -1
-    ref, bad, decays, epoch = 1e4, 0, 0, 0
-    bar = _progress(range(max_epochs), quiet=quiet, desc=desc, leave=False)
-    for epoch in bar:
-        for k in rng.permutation(len(batches_t)):
-            b = batches_t[k]
-            loss = F.cross_entropy(clf(tx[b]), ty[b])
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(clf.parameters(), clip)
-            opt.step()
-        val_loss, _ = evaluate(vx, vy)
-        bar.set_postfix(val_ce=f"{val_loss:.4f}", lr=f"{lr:g}")
-        if val_loss < best_loss:
-            best_loss, best_state, best_epoch = val_loss, _copy.deepcopy(clf.state_dict()), epoch
-        if val_loss > ref:
-            bad += 1
-            if bad >= patience:
-                lr *= 0.5
-                clf.load_state_dict(best_state)
-                opt = make_opt(lr)
-                ref, bad, decays = val_loss, 0, decays + 1
-        else:
-            bad, ref = 0, val_loss
-        if decays >= max_decays:
-            break
-    bar.close()
-    clf.load_state_dict(best_state)
-    val_loss, val_acc = evaluate(vx, vy)
-    test_loss, test_acc = evaluate(sx, sy)
-    return {"test_accuracy": test_acc, "valid_accuracy": val_acc, "valid_ce": val_loss, "test_ce": test_loss,
-            "best_epoch": best_epoch, "epochs": epoch + 1, "decays": decays, "final_lr": lr,
-            "examples": int(len(tx)), "n_logits": n_logits, "optimizer": optimizer,
-            "label_counts": {str(c): int(n) for c, n in zip(*np.unique(ty.numpy(), return_counts=True))}}
+from textvae import DEFAULT_SEED
+from textvae.checkpoint import resolve_device
+from textvae.data import Vocab, read_corpus, split_path
+from textvae.errors import ConfigError, DataError
+from textvae.report_format import md_escape
+from textvae.rundir import atomic_write_text
+from textvae.classifiers import gmm_accuracy, label_index, sample_label_subset, train_linear
+from textvae.probe_metrics import (corpus_bleu, interpolation_points, min_edit_distances, noisy_reconstruction,
+                                   smoothness_pcc)
+from textvae.probe_setup import (checkpoint_info, cpu_generator, decode, encode, ids_to_tokens, load_vae, markdown_path,
+                                 progress_bar, sample_posterior, write_json)
 
 
 # ==========================================================================================================
 # Probes
 # ==========================================================================================================
+
+def _setup(args) -> tuple[float, torch.device, torch.nn.Module, Vocab, dict]:
+    """What every probe starts with: the clock, the device, the VAE of ``--ckpt`` with its vocabulary."""
+    t0 = time.time()
+    device = resolve_device(args.device)
+    model, vocab, ckpt = load_vae(args.ckpt, device)
+    return t0, device, model, vocab, ckpt
+
 
 def _load_split(args, vocab: Vocab, split: str | None = None, path: str | Path | None = None):
     path = Path(path) if path is not None else split_path(args.data, split or args.split)
@@ -594,9 +91,7 @@ def _md_header(title: str, record: dict) -> list[str]:
 
 def run_bleu(args) -> int:
     """SPEC §6.1: one posterior sample per sentence, greedy decoding, corpus BLEU."""
-    t0 = time.time()
-    device = resolve_device(args.device)
-    model, vocab, ckpt = load_vae(args.ckpt, device)
+    t0, device, model, vocab, ckpt = _setup(args)
     corpus, examples = _load_split(args, vocab)
     mu, logvar = encode(model, examples, device, args.batch_size, quiet=args.quiet)
     z = mu if args.latent == "mean" else sample_posterior(mu, logvar, cpu_generator(args.seed, 1))
@@ -625,9 +120,7 @@ def run_bleu(args) -> int:
 
 def run_smoothness(args) -> int:
     """SPEC §6.2: Pearson r between latent L2 distance and word edit distance over random pairs."""
-    t0 = time.time()
-    device = resolve_device(args.device)
-    model, vocab, ckpt = load_vae(args.ckpt, device)
+    t0, device, model, vocab, ckpt = _setup(args)
     corpus, examples = _load_split(args, vocab)
     mu, logvar = encode(model, examples, device, args.batch_size, quiet=args.quiet)
     z = mu if args.latent == "mean" else sample_posterior(mu, logvar, cpu_generator(args.seed, 2))
@@ -642,35 +135,12 @@ def run_smoothness(args) -> int:
     return _finish(args, record, t0, f"pcc {r:.4f}")
 
 
-@torch.no_grad()
-def noisy_reconstruction(model, examples: Sequence[Sequence[int]], k: int, seed: int, mode: str = "random",
-                         device: torch.device | str = "cpu", batch_size: int = 256, quiet: bool = True
-                         ) -> tuple[float, list[list[int]]]:
-    """Mean over sentences of −log p(x | z), z ~ q(z | x̃), x̃ = x after k swaps (SPEC §6.3); k = 0 = clean.
-
-    Returns ``(mean, corrupted framed ids)``. Swaps use numpy ``default_rng([seed, k])`` in sentence order;
-    the posterior noise a CPU generator on stream ``100 + k``."""
-    rng = np.random.default_rng([int(seed), int(k)])
-    corrupted = [[x[0]] + swap_words(x[1:-1], k, rng, mode) + [x[-1]] for x in examples]
-    mu, logvar = encode(model, corrupted, device, batch_size, quiet=True)
-    z = sample_posterior(mu, logvar, cpu_generator(seed, 100 + k))
-    batches = make_batches(examples, batch_size)
-    total = 0.0
-    for x, idx in _progress(zip(batches.tensors, batches.index), total=len(batches), quiet=quiet,
-                            desc=f"noisy k={k}", leave=False):
-        zz = z[torch.tensor(idx)].to(device).unsqueeze(1)
-        total += float(-model.decoder.log_prob(x.to(device), zz).sum())
-    return total / len(examples), corrupted
-
-
 def run_noisy(args) -> int:
-    t0 = time.time()
-    device = resolve_device(args.device)
-    model, vocab, ckpt = load_vae(args.ckpt, device)
+    t0, device, model, vocab, ckpt = _setup(args)
     corpus, examples = _load_split(args, vocab)
     results, shown = {}, {}
     clean, _ = noisy_reconstruction(model, examples, 0, args.seed, args.swap_mode, device, args.batch_size, True)
-    for k in _progress(args.swaps, quiet=args.quiet, desc="swaps"):
+    for k in progress_bar(args.swaps, quiet=args.quiet, desc="swaps"):
         if k < 0:
             raise ConfigError(f"--swaps {k}: must be >= 0")
         rec, corrupted = noisy_reconstruction(model, examples, k, args.seed, args.swap_mode, device,
@@ -696,9 +166,7 @@ def run_noisy(args) -> int:
 
 def run_interpolate(args) -> int:
     """SPEC §6.4 / App. D: 11-point linear interpolations between prior and posterior samples."""
-    t0 = time.time()
-    device = resolve_device(args.device)
-    model, vocab, ckpt = load_vae(args.ckpt, device)
+    t0, device, model, vocab, ckpt = _setup(args)
     nz, npairs, npts = model.cfg.nz, args.pairs_interp, args.points
     t = torch.linspace(0.0, 1.0, npts).tolist()
     record = _base_record(args, "interpolate", ckpt, device)
@@ -748,9 +216,7 @@ def run_interpolate(args) -> int:
 
 def run_copy(args) -> int:
     """SPEC §6.5 / App. B: prior samples, minimum word edit distance to the training set."""
-    t0 = time.time()
-    device = resolve_device(args.device)
-    model, vocab, ckpt = load_vae(args.ckpt, device)
+    t0, device, model, vocab, ckpt = _setup(args)
     train_path = Path(args.train) if args.train else split_path(args.data, "train")
     train = read_corpus(train_path).sentences  # the whole training set, never capped
     z = torch.randn((args.samples, model.cfg.nz), generator=cpu_generator(args.seed, 6))
@@ -793,9 +259,7 @@ def _subset_files(args) -> dict[int, Path]:
 
 def run_classify(args) -> int:
     """SPEC §7: GMM on μ (0 labels) and linear classifiers on frozen μ for several label counts."""
-    t0 = time.time()
-    device = resolve_device(args.device)
-    model, vocab, ckpt = load_vae(args.ckpt, device)
+    t0, device, model, vocab, ckpt = _setup(args)
     warnings: list[str] = []
 
     def features(path: Path, desc: str, cap: bool = True):
@@ -892,7 +356,7 @@ def run_classify(args) -> int:
               file=sys.stderr)
 
     linear, details = {}, {}
-    for key in _progress(list(train_feats), quiet=args.quiet, desc="linear classifiers"):
+    for key in progress_bar(list(train_feats), quiet=args.quiet, desc="linear classifiers"):
         tx, tlab, tlen, n = train_feats[key]
         ty = to_int(tlab)
         if n is not None:
@@ -936,7 +400,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="prepared data directory data/DATASET (or a corpus file)")
     p.add_argument("--out", required=True, help="output JSON (a markdown file with examples goes next to it)")
     p.add_argument("--split", default="test", help="split to probe (default test)")
-    p.add_argument("--seed", type=int, default=SPEC_SEED, help=f"random seed (default {SPEC_SEED})")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
     p.add_argument("--max-examples", type=_positive, default=None, help="use only the first N examples of each split")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda (default auto)")
     p.add_argument("--batch-size", type=_positive, default=256, help="encoding / decoding batch size (results unchanged)")
@@ -1007,7 +471,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--subset-source", choices=("auto", "files", "sample"), default="auto",
                    help="files = DATA/train.N.txt (the paper's subsets); sample = from DATA/train.txt; "
                         "auto = files when all exist")
-    p.add_argument("--subset-seed", type=int, default=SPEC_SEED, help=f"numpy seed of the subsets ({SPEC_SEED})")
+    p.add_argument("--subset-seed", type=int, default=DEFAULT_SEED, help=f"numpy seed of the subsets ({DEFAULT_SEED})")
     p.add_argument("--train-labelled", nargs="+", default=None, metavar="PATH",
                    help="explicit labelled training files (one classifier each, keyed by size)")
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")

@@ -17,9 +17,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from textvae.checkpoint import atomic_write_text
 from textvae.errors import DataError
-from textvae.pipeline import PARAMS, Plan, Run, load_params
+from textvae.pipeline import Plan
+from textvae.rundir import atomic_write_text
+from textvae.runs import Run
+from textvae.settings import PARAMS, load_params
 
 STAMP = "%Y-%m-%d %H:%M:%S"   # the training log's timestamps (training.py)
 

@@ -14,14 +14,17 @@ when the experiment runs on the paper's datasets; on the embedded corpus the num
 from __future__ import annotations
 
 import json
-import math
-import statistics
 import sys
-from functools import lru_cache
 from pathlib import Path
 
+from textvae import methods
 from textvae.errors import ConfigError
-from textvae.pipeline import (PARAMS, TABLE_KINDS, Experiment, Plan, Row, Run, Section, fmt_lam, load_params)
+from textvae.methods import fmt_lam
+from textvae.pipeline import TABLE_KINDS, Plan
+from textvae.report_format import Results, diff, fmt, getter_of, md_escape, md_table, reference, row_label
+from textvae.rundir import atomic_write_text
+from textvae.runs import Experiment, Row, Run, Section
+from textvae.settings import PARAMS, load_params, run_training
 
 DATASET_NAMES = {"ptb": "PTB", "snli": "SNLI", "yahoo": "Yahoo", "yelp": "Yelp", "synthetic": "embedded corpus",
                  "synthetic_s2": "embedded corpus (corpus seed 2)", "ptb_cpu": "PTB (CPU budget)"}
@@ -34,8 +37,6 @@ LM_COLUMNS = {  # key: (header, decimals)
     "neg_elbo": ("-ELBO", 2), "elbo_ppl": ("ELBO PPL", 2), "kl": ("KL", 2),
 }
 SHORT = ["ppl", "rec", "au", "kl", "neg_elbo"]          # Tables 1-3
-# what the paper reports for the AE (SPEC §3.10) and the LSTM-LM (no latent variable)
-SHOWN = {"ae": ("rec", "mi", "au"), "lm": ("nll", "ppl")}
 FULL = ["nll", "ppl", "rec", "mi", "au", "neg_elbo", "elbo_ppl", "kl"]   # Tables 10-11
 
 TABLES = {
@@ -53,140 +54,6 @@ TABLES = {
     "appendix_b": ("Appendix B: copying behaviour (prior samples vs nearest training sentence)", None),
 }
 FIGURE_TITLES = {"tradeoff": "PPL against Recon across λ", "curves": "validation KL, MI and AU per epoch"}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# reference numbers, labels, formatting
-# ----------------------------------------------------------------------------------------------------------
-
-@lru_cache(maxsize=1)
-def reference() -> dict:
-    import yaml
-    from importlib.resources import files
-
-    return yaml.safe_load(files("textvae").joinpath("paper_reference.yaml").read_text(encoding="utf-8"))
-
-
-def row_label(row: Row, table: str = "") -> str:
-    lam = f" (λ = {fmt_lam(row.lam)})" if row.lam is not None else ""
-    names = {"lm": "LSTM-LM", "ae": "AE", "vae": "VAE", "anneal": "+ anneal", "cyclic": "+ cyclic",
-             "cyclic_sgd": "+ cyclic (SGD)", "cyclic_reported": "+ cyclic (Liu et al. reported)",
-             "aggressive": "+ aggressive", "pretrain": "+ pretrain", "pretrain_anneal": "+ pretrain + anneal",
-             "iwae": "IWAE (k = 10)", "iwae_pretrain": "IWAE + pretrained enc", "fb": "+ FB", "fbp": "+ FBP",
-             "ours": "Ours"}
-    if table in ("table10", "table11") and row.method in ("pretrain", "pretrain_anneal"):
-        return {"pretrain": "+ pretrained enc", "pretrain_anneal": "+ anneal enc (pretrain + anneal)"}[row.method]
-    return names.get(row.method, row.method) + lam
-
-
-def fmt(value, decimals: int = 2) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    return f"{value:.{decimals}f}"
-
-
-class Stat:
-    """A metric over seeds: mean, sample std (None for one seed), n."""
-
-    def __init__(self, values: list[float]):
-        self.values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @property
-    def mean(self) -> float | None:
-        return statistics.fmean(self.values) if self.values else None
-
-    @property
-    def std(self) -> float | None:
-        return statistics.stdev(self.values) if len(self.values) > 1 else None
-
-    def text(self, decimals: int) -> str:
-        if not self.values:
-            return "—"
-        s = fmt(self.mean, decimals)
-        return s if self.std is None else f"{s} ± {fmt(self.std, decimals)}"
-
-
-def diff(ours: Stat, paper, decimals: int = 2) -> str:
-    if ours.mean is None or paper is None:
-        return ""
-    return f"{ours.mean - float(paper):+.{max(decimals, 2)}f}"
-
-
-def md_table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> str:
-    from tabulate import tabulate
-
-    return tabulate(rows, headers=header, tablefmt="github", disable_numparse=True,
-                    colalign=align or (["left"] + ["right"] * (len(header) - 1)))
-
-
-def md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# reading results
-# ----------------------------------------------------------------------------------------------------------
-
-class Results:
-    """Reads run outputs (relative to ``root``), remembering what was missing and which devices ran them."""
-
-    def __init__(self, root: str | Path = "."):
-        self.root = Path(root)
-        self.missing: list[str] = []
-        self.devices: set[str] = set()
-        self.iw_samples: set[int] = set()
-        self._cache: dict[str, dict | None] = {}
-
-    def json(self, rel: str) -> dict | None:
-        if rel not in self._cache:
-            self._cache[rel] = self._read(rel)
-        return self._cache[rel]
-
-    def _read(self, rel: str) -> dict | None:
-        path = self.root / rel
-        if not path.exists():
-            self.missing.append(rel)
-            return None
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{path}: unreadable result ({exc})") from None
-        if isinstance(data, dict):
-            if data.get("device"):
-                self.devices.add(str(data["device"]))
-            if data.get("iw_samples"):
-                self.iw_samples.add(int(data["iw_samples"]))
-        return data
-
-    def metrics(self, rel: str) -> list[dict] | None:
-        path = self.root / rel
-        if not path.exists():
-            self.missing.append(rel)
-            return None
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-    def stat(self, runs: list[Run], file_of, getter) -> Stat:
-        values = []
-        for run in runs:
-            data = self.json(file_of(run))
-            if data is not None:
-                values.append(getter(data))
-        return Stat(values)
-
-
-def _get(*keys):
-    def getter(data):
-        node = data
-        for k in keys:
-            if not isinstance(node, dict):
-                return None
-            node = node.get(k)
-        return node
-    return getter
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -243,10 +110,11 @@ class Reporter:
                     body.append(cells)
                     continue
                 runs = self.runs(sec.dataset, row)
-                shown = SHOWN.get(row.method, columns)
+                # what the paper reports for the AE (SPEC §3.10) and the LSTM-LM (no latent variable)
+                shown = getattr(methods.METHODS.get(row.method), "shows", None) or columns
                 for c in columns:
                     if c in shown:
-                        cells += self.metric_cells(runs, lambda r: r.eval_json, _get(c), pref.get(c),
+                        cells += self.metric_cells(runs, lambda r: r.eval_json, getter_of(c), pref.get(c),
                                                    LM_COLUMNS[c][1])
                     else:
                         cells += ["—", "—", ""] if self.paper else ["—"]
@@ -287,15 +155,15 @@ class Reporter:
                 cells = [row_label(row, table)]
                 f = (lambda r: r.probe_json(probe))
                 if probe == "bleu":
-                    cells += self.metric_cells(runs, f, _get("bleu"), pr, 2)
+                    cells += self.metric_cells(runs, f, getter_of("bleu"), pr, 2)
                 elif probe == "smoothness":
-                    cells += self.metric_cells(runs, f, _get("pcc"), pr, 3)
+                    cells += self.metric_cells(runs, f, getter_of("pcc"), pr, 3)
                 elif probe == "noisy":
                     for k in swaps:
-                        cells += self.metric_cells(runs, f, _get("noisy_rec", k), (pr or {}).get(k), 2)
+                        cells += self.metric_cells(runs, f, getter_of("noisy_rec", k), (pr or {}).get(k), 2)
                 elif probe == "classify":
                     for k in labels:
-                        getter = _get("gmm", "accuracy") if k == "gmm" else _get("linear", k)
+                        getter = getter_of("gmm", "accuracy") if k == "gmm" else getter_of("linear", k)
                         pv = None if pr is None else (pr["gmm"] if k == "gmm" else pr["linear"].get(k))
                         cells += self.metric_cells(runs, f, getter, pv, 1)
                 body.append(cells)
@@ -349,11 +217,11 @@ class Reporter:
                 runs = self.runs(sec.dataset, row)
                 all_runs += runs
                 cells = [row_label(row, table)]
-                cells += self.metric_cells(runs, lambda r: r.probe_json("copy"), _get("mean_min_edit"),
+                cells += self.metric_cells(runs, lambda r: r.probe_json("copy"), getter_of("mean_min_edit"),
                                            pref.get(prow.method), 2)
                 body.append(cells)
             cells = ["mean training sentence length (incl. </s>)"]
-            cells += self.metric_cells(all_runs[:1], lambda r: r.probe_json("copy"), _get("mean_train_length"),
+            cells += self.metric_cells(all_runs[:1], lambda r: r.probe_json("copy"), getter_of("mean_train_length"),
                                        pref.get("train_length"), 2)
             body.append(cells)
             parts.append(self.section_title(sec) + md_table(header, body))
@@ -456,19 +324,20 @@ class Reporter:
         return "\n".join(lines)
 
     def budgets(self, dataset: str) -> str:
-        """Training budget per method on a dataset with overrides: epochs (at most; the lr-decay rule may stop
-        a run earlier) and, where capped, the training sentences per epoch."""
-        base = int(self.plan.section("training", dataset).get("max_epochs", 100))
-        over = dict(self.plan.datasets[dataset].get("training") or {})
-        per_method = over.get("methods") or {}
+        """Training budget per method on a dataset with overrides (resolved as ``textvae train`` gets them):
+        epochs (at most; the lr-decay rule may stop a run earlier) and, where capped, the training sentences."""
+        base = self.plan.section("training", dataset)
+        per_method = (self.plan.datasets[dataset].get("training") or {}).get("methods") or {}
         groups: dict[str, list[str]] = {}
-        for method, m in per_method.items():
-            text = f"{m.get('max_epochs', base)} epoch{'s' if m.get('max_epochs', base) != 1 else ''}"
+        for method in per_method:
+            m = {**base, **run_training(self.plan.params, dataset, method)}
+            text = f"{m['max_epochs']} epoch{'s' if m['max_epochs'] != 1 else ''}"
             if m.get("max_train"):
                 text += f" on the first {int(m['max_train']):,} training sentences"
             groups.setdefault(text, []).append(row_label(Row(method)).lstrip("+ "))
         parts = [f"{', '.join(names)}: {text}" for text, names in groups.items()]
-        parts.append(f"every other row: {base} epoch{'s' if base != 1 else ''}")
+        epochs = int(base.get("max_epochs", 100))
+        parts.append(f"every other row: {epochs} epoch{'s' if epochs != 1 else ''}")
         return "; ".join(parts)
 
     def missing_block(self) -> str:
@@ -509,74 +378,10 @@ class Reporter:
         return "\n".join(out)
 
     def figure(self, item: str, out: Path) -> list[str]:
-        import matplotlib
+        """Draw one figure (:func:`textvae.figures.draw`); return the result files that were missing."""
+        from textvae.figures import draw
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        _, fig_name, dataset = item.split("_", 2)
-        sec = next((s for s in self.plan.figure_sections(self.exp, fig_name) if s.dataset == dataset), None)
-        if sec is None:
-            raise ConfigError(f"experiment {self.exp.name!r} has no figure {item!r}")
-        name = DATASET_NAMES.get(dataset, dataset)
-        if fig_name == "tradeoff":
-            fig, ax = plt.subplots(figsize=(6, 4.5))
-            methods = list(dict.fromkeys(r.method for r in sec.rows))
-            for i, method in enumerate(methods):
-                rows = sorted({r for r in sec.rows if r.method == method}, key=lambda r: r.lam)
-                pts = []
-                for row in rows:
-                    runs = self.runs(dataset, row)
-                    rec = self.results.stat(runs, lambda r: r.eval_json, _get("rec")).mean
-                    ppl = self.results.stat(runs, lambda r: r.eval_json, _get("ppl")).mean
-                    if rec is not None and ppl is not None:
-                        pts.append((rec, ppl, row.lam))
-                color = f"C{i}"
-                label = row_label(Row(method)).lstrip("+ ")
-                if pts:
-                    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=color, label=f"{label} (ours)")
-                    for x, y, lam in pts:
-                        ax.annotate(fmt_lam(lam), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-                if self.paper:
-                    ref = reference()["lm"].get(sec.paper_datasets[0], {})
-                    ppts = [(ref[f"{method}@{fmt_lam(r.lam)}"]["rec"], ref[f"{method}@{fmt_lam(r.lam)}"]["ppl"])
-                            for r in rows if f"{method}@{fmt_lam(r.lam)}" in ref]
-                    if ppts:
-                        ax.plot([p[0] for p in ppts], [p[1] for p in ppts], "s--", color=color, alpha=0.5,
-                                mfc="none", label=f"{label} (paper)")
-            ax.set_xlabel("Recon (nats per sentence, lower is better)")
-            ax.set_ylabel("PPL (IW estimate, lower is better)")
-            ax.set_title(f"{name}: PPL–Recon trade-off across λ")
-            ax.grid(alpha=0.3)
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=8)
-        else:
-            fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-            for i, row in enumerate(sec.rows):
-                for j, run in enumerate(self.runs(dataset, row)):
-                    hist = self.results.metrics(f"{run.dir}/metrics.jsonl")
-                    if not hist:
-                        continue
-                    ep = [h["epoch"] for h in hist]
-                    for ax, key in zip(axes, ("val_kl", "val_mi", "val_au")):
-                        ys = [h.get(key) for h in hist]
-                        if any(y is not None for y in ys):
-                            ax.plot(ep, [float("nan") if y is None else y for y in ys], color=f"C{i % 10}",
-                                    alpha=1.0 if j == 0 else 0.4, label=row_label(row) if j == 0 else None)
-            for ax, title in zip(axes, ("KL (validation)", "MI (validation)", "AU (validation)")):
-                ax.set_title(title)
-                ax.set_xlabel("epoch")
-                ax.grid(alpha=0.3)
-            if axes[0].get_legend_handles_labels()[0]:
-                axes[-1].legend(fontsize=7, loc="best")
-            fig.suptitle(f"{name}: training curves")
-        fig.tight_layout()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.stem + ".tmp" + out.suffix)
-        fig.savefig(tmp, dpi=120)
-        plt.close(fig)
-        tmp.replace(out)
-        return list(dict.fromkeys(self.results.missing))
+        return draw(self, item, out)
 
     def claims_section(self, heading: str = "##") -> str:
         from textvae import claims
@@ -647,13 +452,6 @@ class Reporter:
 # entry points
 # ----------------------------------------------------------------------------------------------------------
 
-def write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def render(plan: Plan, exp: Experiment, item: str, out: Path, root: str | Path = ".") -> list[str]:
     """Write one report item; return the result files that were missing."""
     items = [i.rsplit(".", 1)[0] for i in plan.report_items(exp)]
@@ -663,7 +461,7 @@ def render(plan: Plan, exp: Experiment, item: str, out: Path, root: str | Path =
     if item.startswith("fig_"):
         return rep.figure(item, out)
     text = rep.index() if item == "index" else rep.claims_page() if item == "claims" else rep.table(item)
-    write_text(out, text)
+    atomic_write_text(text, out)
     return list(dict.fromkeys(rep.results.missing))
 
 

@@ -4,8 +4,11 @@ killed write, no foreign files overwritten or deleted, outputs checked writable 
 Every command that owns a folder (``textvae train --out RUN_DIR``, ``textvae data prepare --out DIR``) takes
 its lock first; the lock is an ``fcntl.flock`` on a small file, released by the kernel however the process
 ends (no stale locks after a SIGKILL). Temporary files follow the one naming scheme of
-``textvae.checkpoint.atomic_open`` (``.NAME.tmpPID``); holding the lock, a command removes those of the
-names it writes.
+the atomic writers below (``.NAME.tmpPID``); holding the lock, a command removes those of the names it writes.
+
+The atomic writers (``atomic_path``, ``atomic_open``, ``atomic_write_text``; ``textvae.checkpoint.atomic_save``
+for torch objects) are the one way textvae writes a file: a temporary name in the same folder, renamed onto the
+target only when complete, so no reader ever sees a half-written file.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import contextlib
 import fcntl
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import IO, Callable, Iterable, Iterator
 
 from textvae.errors import ConfigError
 
@@ -22,6 +25,36 @@ def tmp_name(path: str | Path, tag: str | int | None = None) -> Path:
     """The temporary name of an atomic write of ``path`` (``DIR/.NAME.tmpTAG``; TAG defaults to the pid)."""
     path = Path(path)
     return path.with_name(f".{path.name}.tmp{os.getpid() if tag is None else tag}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, tag: str | int | None = None) -> Iterator[Path]:
+    """A temporary path beside ``path`` for the block to write; renamed onto ``path`` when the block ends
+    without an exception, removed otherwise (for writers that take a file name: ``savefig``, a download)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(path, tag)
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        if tmp.exists() or tmp.is_symlink():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """Write through a temporary file in the same directory, fsync, then rename: never a half-written file."""
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def atomic_write_text(text: str, path: str | Path) -> None:
+    with atomic_open(path, "w") as fh:
+        fh.write(text)
 
 
 def clean_stale_tmp(directory: str | Path, names: Iterable[str]) -> list[Path]:

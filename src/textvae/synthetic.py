@@ -31,6 +31,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from textvae import DEFAULT_SEED
+
 DEFAULT_SIZES = (20_000, 2_000, 2_000)
 LABEL_FACTOR = "sentiment"
 MIN_LEN, MAX_LEN = 6, 20
@@ -303,7 +305,7 @@ class _Gen:
                 return Example(toks, SENTIMENTS.index(f["sentiment"]), f)
 
 
-def generate(seed: int = 783435, sizes: dict[str, int] | None = None) -> dict[str, list[Example]]:
+def generate(seed: int = DEFAULT_SEED, sizes: dict[str, int] | None = None) -> dict[str, list[Example]]:
     """``{split: [Example]}``; deterministic given ``seed`` (and independent across splits)."""
     sizes = sizes or dict(zip(("train", "valid", "test"), DEFAULT_SIZES))
     out = {}

@@ -23,15 +23,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from textvae.checkpoint import atomic_save, atomic_write_text, file_sha256, load_checkpoint, model_payload
+from textvae import DEFAULT_SEED
+from textvae.checkpoint import atomic_save, file_sha256, load_checkpoint, model_payload, resolve_device
 from textvae.checks import MODEL_RULES, TRAIN_RULES, check_values, option_label
 from textvae.data import Vocab, make_batches, read_corpus, split_path
 from textvae.errors import CheckpointError, ConfigError, TrainingError
 from textvae.methods import Method, get_method
-from textvae.model import ENCODER_INITS, VAE, ModelConfig, build_model
+from textvae.model import VAE, ModelConfig, build_model
 from textvae.objectives import BetaSchedule, vae_loss
-from textvae.pipeline import TRAIN_OPTION_NAMES, load_params
-from textvae.rundir import clean_stale_tmp, hold_lock
+from textvae.pipeline import TRAIN_OPTION_NAMES
+from textvae.rundir import atomic_write_text, clean_stale_tmp, hold_lock
 
 log = logging.getLogger("textvae.train")
 
@@ -43,7 +44,7 @@ class TrainConfig:
     method: str
     lam: float | None = None
     init_from: str | None = None
-    seed: int = 783435
+    seed: int = DEFAULT_SEED
     batch_size: int = 32
     max_epochs: int = 100
     lr: float | None = None
@@ -75,14 +76,6 @@ class TrainConfig:
     @classmethod
     def field_names(cls) -> set[str]:
         return {f.name for f in dataclasses.fields(cls)}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
 
 
 def _rng_state() -> dict:
@@ -188,7 +181,7 @@ class Trainer:
 
         kind = m.schedule
         kl_start = cfg.kl_start if cfg.kl_start is not None else m.kl_start
-        if m.objective in ("fb", "fbp") and not m.pretrained_encoder and cfg.fb_baseline_anneal:
+        if m.anneal_choice and cfg.fb_baseline_anneal:
             kind = "linear"
         self.beta = BetaSchedule(kind, beta=m.beta, kl_start=kl_start, warm_up=cfg.warm_up,
                                  n_train=len(self.train_examples), batch_size=cfg.batch_size,
@@ -212,8 +205,9 @@ class Trainer:
         if theirs != self.model_cfg:
             raise CheckpointError(f"{path}: model sizes differ: checkpoint {theirs.to_dict()} vs run {self.model_cfg.to_dict()}")
         self.model.load_state_dict(ckpt["model"])
-        # Ours and IWAE+pretrained enc always reset the decoder; the +pretrain baselines follow the SPEC 3.6 choice
-        if self.method.name in ("ours", "iwae_pretrain") or self.cfg.pretrain_reset_decoder:
+        # the method says: always (Ours, IWAE + pretrained enc) or as spec_choices.pretrain_reset_decoder (SPEC 3.6)
+        reset = self.method.decoder_reset
+        if reset == "always" or (reset == "choice" and self.cfg.pretrain_reset_decoder):
             self.model.reset_decoder()
 
     def _build_optimizers(self) -> None:
@@ -320,7 +314,7 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict:
         """Validation in eval mode with one z sample (SPEC §4); MI (Li, whole split), MI (He, per batch), AU."""
-        from textvae.evaluation import active_units, mutual_information
+        from textvae.metrics import active_units, mutual_information
 
         self.model.eval()
         m = self.method
@@ -506,125 +500,3 @@ def _format_epoch(r: dict) -> str:
     if "decayed_to" in r:
         parts.append(f"(lr -> {r['decayed_to']:.4g}, reloaded best)")
     return " ".join(parts)
-
-
-def setup_logging(out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    root = logging.getLogger("textvae")
-    root.setLevel(logging.INFO)
-    root.handlers.clear()
-    fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
-    for h in (logging.StreamHandler(sys.stderr), logging.FileHandler(out_dir / "train.log")):
-        h.setFormatter(fmt)
-        root.addHandler(h)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Configuration from params.yaml and the command line
-# ----------------------------------------------------------------------------------------------------------
-
-MODEL_KEYS = ("enc_emb", "dec_emb", "enc_hidden", "dec_hidden", "nz", "dropout_in", "dropout_out")
-
-
-def params_for_dataset(params_path: str | Path, dataset: str) -> tuple[dict, dict]:
-    """``(training overrides, model sizes)`` from params.yaml: the ``training`` and ``spec_choices`` sections
-    (keys that are TrainConfig fields) and ``datasets.<dataset>.sizes``."""
-    params_path = Path(params_path)
-    params = load_params(params_path)
-    datasets = params.get("datasets") or {}
-    if dataset not in datasets:
-        raise ConfigError(f"{params_path}: datasets.{dataset} is not defined (known: {', '.join(datasets)})")
-    sizes = dict((datasets[dataset] or {}).get("sizes") or {})
-    bad = set(sizes) - set(MODEL_KEYS)
-    if bad:
-        raise ConfigError(f"{params_path}: datasets.{dataset}.sizes.{sorted(bad)[0]} is not a model size key")
-    check_values(sizes, MODEL_RULES, lambda k: f"{params_path}: datasets.{dataset}.sizes.{k}")
-    names = TrainConfig.field_names()
-    train = {}
-    for section in ("training", "spec_choices"):
-        values = params.get(section) or {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"{params_path}: {section}: expected a mapping of keys, got {values!r}")
-        check_values(values, TRAIN_RULES, lambda k: f"{params_path}: {section}.{k}")
-        train.update({k: v for k, v in values.items() if k in names})
-    return train, sizes
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train one model (any method of the paper)",
-                              description="Train one model on a prepared corpus (data/DATASET/{train,valid}.txt). "
-                                          "Writes RUN_DIR/{last.pt,best.pt,metrics.jsonl,train.log,vocab.txt,config.json}.")
-    p.add_argument("--data", required=True, help="prepared corpus directory holding train.txt and valid.txt")
-    p.add_argument("--method", required=True, help="one of: " + ", ".join(__import__("textvae.methods").methods.METHODS))
-    p.add_argument("--lam", type=float, help="target rate λ in nats (fb, fbp, ours); FB uses λ/nz per dimension")
-    p.add_argument("--init-from", help="AE checkpoint (best.pt of method ae) for pretrain*, iwae_pretrain, ours")
-    p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--config", help="params.yaml: training constants, SPEC choices and model sizes")
-    p.add_argument("--dataset", help="dataset name in params.yaml whose sizes to use (default: the --data folder name)")
-    for k in MODEL_KEYS:
-        p.add_argument("--" + k.replace("_", "-"), type=float if k.startswith("dropout") else int,
-                       help=f"model size override: {k}")
-    p.add_argument("--epochs", type=int, dest="max_epochs", help="maximum epochs (default 100)")
-    p.add_argument("--max-train", type=int, help="use only the first N training examples")
-    p.add_argument("--max-valid", type=int, help="use only the first N validation examples")
-    p.add_argument("--seed", type=int, help="random seed (default 783435)")
-    p.add_argument("--lr", type=float, help="initial learning rate (default: the method's, SPEC 4)")
-    p.add_argument("--encoder-init", choices=list(ENCODER_INITS),
-                   help="initialise a new encoder as SPEC 2.4 (spec, default) or with PyTorch's defaults (torch)")
-    p.add_argument("--patience", type=int, help="lr-decay patience in epochs (default: the method's)")
-    p.add_argument("--min-epoch", type=int, help="no lr decay before this epoch (default: the method's)")
-    p.add_argument("--batch-size", type=int, help="batch size (default 32)")
-    p.add_argument("--warm-up", type=float, help="KL annealing length in epochs (default 10)")
-    p.add_argument("--kl-start", type=float, help="first β of linear annealing (default: the method's)")
-    p.add_argument("--fbp-mode", choices=["per_example", "batch_mean"], help="FBP threshold mode (SPEC 3.4)")
-    p.add_argument("--iwae-k", type=int, help="IWAE samples (default 10)")
-    p.add_argument("--iwae-code-compat", action="store_true", default=None,
-                   help="train IWAE with the authors' sign-flipped bound (SPEC 3.9)")
-    p.add_argument("--aggressive-clip", choices=["all", "encoder"],
-                   help="aggressive inner steps: clip over all grads (He et al.) or encoder grads only (faster)")
-    p.add_argument("--aggressive-max-steps", type=int,
-                   help="aggressive: at most this many encoder steps per batch, minus one (default 100, SPEC 3.8)")
-    p.add_argument("--device", help="auto (default), cpu or cuda[:N]")
-    p.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 autocast with float32 weights and losses")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from RUN_DIR/last.pt if it is the state of this same run (same settings, data "
-                        "and AE checkpoint; --epochs and --device may differ); otherwise start from epoch 0")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cli_train)
-
-
-def _cli_train(args) -> int:
-    out = Path(args.out)
-    overrides: dict[str, Any] = {}
-    sizes: dict[str, Any] = {}
-    if args.config:
-        dataset = args.dataset or Path(args.data).name
-        overrides, sizes = params_for_dataset(args.config, dataset)
-    for k in MODEL_KEYS:
-        v = getattr(args, k)
-        if v is not None:
-            sizes[k] = v
-    names = TrainConfig.field_names()
-    for k, v in vars(args).items():
-        if k in names and v is not None and k != "method":
-            overrides[k] = v
-    if args.no_progress or not sys.stderr.isatty():
-        overrides["progress"] = False
-    cfg = TrainConfig(method=args.method, **{k: v for k, v in overrides.items() if k != "method"})
-    check_run(cfg, args.data, sizes)   # a bad option creates nothing
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a folder")
-    created = not out.exists()
-    try:
-        with run_lock(out):
-            trainer = Trainer(cfg, args.data, out, sizes)   # reads the corpora; a bad one stops here
-            setup_logging(out)
-            result = trainer.fit(resume=args.resume, locked=True)
-    except BaseException:
-        if created:   # a run that failed before writing anything leaves no empty folder behind
-            with contextlib.suppress(OSError):
-                out.rmdir()
-        raise
-    print(f"trained {cfg.method} for {result['epochs']} epochs; best validation {result['best_val']:.4f}; "
-          f"{out / 'best.pt'}")
-    return 0

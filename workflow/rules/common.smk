@@ -1,5 +1,5 @@
-# Shared by every rule: the cross-key checks of params.yaml (one line naming the bad key, before any job
-# starts), the plan of jobs (textvae.pipeline), wildcard shapes, and the GPU-slot wrapper.
+# Shared by every rule: the plan of jobs (textvae.pipeline; the Snakefile has checked params.yaml), wildcard
+# shapes, and the GPU-slot wrapper.
 import sys
 from pathlib import Path
 
@@ -7,9 +7,6 @@ from textvae import dvc_stages, pipeline
 from textvae.errors import ConfigError
 
 try:
-    pipeline.check_params(config, pipeline.SCHEMA)
-    # the textvae commands read params.yaml itself: knobs set with --config/--configfile would not reach them
-    pipeline.check_same_knobs(config, pipeline.load_params("params.yaml"))
     P = pipeline.Plan(config, "params.yaml")
     _dvc_runs = Path(dvc_stages.RUNS_FILE)
     _dvc_stale = _dvc_runs.exists() and _dvc_runs.read_text() != dvc_stages.runs_yaml(P)
