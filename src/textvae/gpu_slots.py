@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from textvae.errors import ConfigError
+from textvae.rundir import try_lock
 
 ENV_FAKE = "TEXTVAE_FAKE_GPUS"
 ENV_SLOTS = "TEXTVAE_GPU_SLOTS_PER_DEVICE"
@@ -114,14 +115,8 @@ def try_acquire(devices: list[str], slots_per_device: int, lock_dir: Path) -> Sl
         raise ConfigError(f"--lock-dir {lock_dir}: cannot create the slot folder ({exc.strerror})") from None
     for dev, k in slot_order(devices, slots_per_device):
         path = lock_dir / _lock_name(dev, k)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as exc:
-            raise ConfigError(f"--lock-dir {lock_dir}: cannot create {path.name} ({exc.strerror})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd, _ = try_lock(path, f"--lock-dir {lock_dir}")
+        if fd is None:
             continue
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())

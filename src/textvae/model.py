@@ -177,16 +177,23 @@ class Encoder(nn.Module):
         return mu, logvar
 
 
+def _language_model_layers(m: nn.Module, cfg: "ModelConfig", z_size: int) -> None:
+    """The layers the decoder (``z_size`` = nz: z joins every input) and the LSTM-LM (0) share, created in
+    this order (the order draws PyTorch's default initialisation from the RNG): embedding, input and output
+    dropout, LSTM (SPEC §2.2, §2.5)."""
+    m.cfg = cfg
+    m.embed = nn.Embedding(cfg.vocab_size, cfg.dec_emb)
+    m.drop_in = nn.Dropout(cfg.dropout_in)
+    m.drop_out = nn.Dropout(cfg.dropout_out)
+    m.lstm = nn.LSTM(cfg.dec_emb + z_size, cfg.dec_hidden, batch_first=True)
+
+
 class Decoder(nn.Module):
     """z-conditioned LSTM decoder: ``c0 = W z``, ``h0 = tanh(c0)``, z concatenated to every input (SPEC §2.2)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.cfg = cfg
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.dec_emb)
-        self.drop_in = nn.Dropout(cfg.dropout_in)
-        self.drop_out = nn.Dropout(cfg.dropout_out)
-        self.lstm = nn.LSTM(cfg.dec_emb + cfg.nz, cfg.dec_hidden, batch_first=True)
+        _language_model_layers(self, cfg, cfg.nz)
         self.trans_z = nn.Linear(cfg.nz, cfg.dec_hidden, bias=False)
         self.proj = nn.Linear(cfg.dec_hidden, cfg.vocab_size, bias=False)
         self.reset_parameters()
@@ -285,11 +292,7 @@ class LSTMLM(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.cfg = cfg
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.dec_emb)
-        self.drop_in = nn.Dropout(cfg.dropout_in)
-        self.drop_out = nn.Dropout(cfg.dropout_out)
-        self.lstm = nn.LSTM(cfg.dec_emb, cfg.dec_hidden, batch_first=True)
+        _language_model_layers(self, cfg, 0)
         self.proj = nn.Linear(cfg.dec_hidden, cfg.vocab_size, bias=False)
         _uniform_init(self, [self.embed])
 

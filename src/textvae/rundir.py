@@ -72,22 +72,32 @@ def clean_stale_tmp(directory: str | Path, names: Iterable[str]) -> list[Path]:
     return removed
 
 
+def try_lock(lock_path: Path, what: str) -> tuple[int | None, str]:
+    """Open ``lock_path`` (created if need be) and take an exclusive lock without waiting: ``(fd, "")``, or
+    ``(None, holder)`` with the pid written by the process that holds it. ConfigError, naming ``what``, when
+    the file cannot be created. The one lock primitive of run folders and GPU slots."""
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot create the lock file {lock_path} ({exc.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        return None, holder
+    return fd, ""
+
+
 @contextlib.contextmanager
 def hold_lock(lock_path: str | Path, what: str) -> Iterator[None]:
     """Hold an exclusive lock on ``lock_path`` for the block (the file is removed at the end); if another
     process holds it, raise ConfigError (``what`` names the folder and the option, e.g. ``--out results/x``)."""
     lock_path = Path(lock_path)
     while True:
-        try:
-            lock_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as exc:
-            raise ConfigError(f"{what}: cannot create the lock file {lock_path} ({exc.strerror})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
+        fd, holder = try_lock(lock_path, what)
+        if fd is None:
             raise ConfigError(f"{what}: another textvae process (pid {holder}) is writing there; wait for it to "
                               "end or choose another folder") from None
         try:   # the holder before us may have removed the file between our open and our lock: start again
