@@ -319,3 +319,43 @@ def test_encoder_init_choices_are_checked_in_one_list():
     from textvae.model import ENCODER_INITS
 
     assert TRAIN_RULES["encoder_init"] == ENCODER_INITS
+
+
+def test_bf16_on_a_machine_without_bf16_lstm_kernels_is_one_line(tmp_path, monkeypatch):
+    """oneDNN has no bfloat16 LSTM on AVX2-only CPUs: the trainer says so up front, naming the knob and the fix."""
+    import textvae.checkpoint as ck
+    from textvae.errors import ConfigError
+
+    def no_kernels(device):
+        raise RuntimeError("could not create a primitive descriptor for the LSTM forward propagation primitive.\n"
+                           "Run workload with environment variable ONEDNN_VERBOSE=all")
+    monkeypatch.setattr(ck, "_bf16_lstm_probe", no_kernels)
+    ck.check_bf16.cache_clear()
+    try:
+        d = _corpus(tmp_path, b"a b c\nd e\n")
+        with pytest.raises(ConfigError, match=r"^--precision bf16: this machine's cpu has no bfloat16 LSTM kernels "
+                                              r"\(could not create a primitive descriptor for the LSTM forward "
+                                              r"propagation primitive\.\); use --precision fp32"):
+            Trainer(TrainConfig(method="vae", device="cpu", precision="bf16", progress=False), d, tmp_path / "run",
+                    TINY_SIZES)
+        assert not (tmp_path / "run" / "last.pt").exists()
+    finally:
+        ck.check_bf16.cache_clear()
+
+
+def test_bf16_cli_trains_or_refuses_as_this_machine_allows(tmp_path):
+    """`textvae train --precision bf16` here: trains where bfloat16 LSTM kernels exist, else exits 1 with one line."""
+    import textvae.checkpoint as ck
+    try:
+        ck._bf16_lstm_probe(torch.device("cpu"))
+        supported = True
+    except RuntimeError:
+        supported = False
+    d = _corpus(tmp_path, b"a b c\nd e\n")
+    p = run_cli("train", "--data", d, "--out", tmp_path / "run", "--method", "vae", "--epochs", "1",
+                "--precision", "bf16", "--device", "cpu", *TINY, check=False)
+    if supported:
+        assert p.returncode == 0 and (tmp_path / "run" / "best.pt").exists(), p.stderr
+    else:
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 1 and len(lines) == 1 and "use --precision fp32" in lines[0], p.stderr

@@ -1,6 +1,7 @@
 """Checkpoints: atomic saves, ``weights_only=True`` loads, one way to get a model back (docs/architecture.md)."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from pathlib import Path
@@ -63,6 +64,26 @@ def resolve_device(name: str | None) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: CUDA is not available on this machine")
     return torch.device(name)
+
+
+def _bf16_lstm_probe(device: torch.device) -> None:
+    """A two-step LSTM and linear layer forward and backward under bfloat16 autocast (raises where unsupported)."""
+    lstm = torch.nn.LSTM(4, 4, batch_first=True).to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        out, _ = lstm(torch.zeros(1, 2, 4, device=device))
+    out.float().sum().backward()
+
+
+@functools.lru_cache(maxsize=None)
+def check_bf16(device: torch.device) -> None:
+    """``--precision bf16`` needs bfloat16 LSTM kernels on ``device`` (on CPUs, oneDNN has them only with
+    AVX-512 BF16 or AMX); where there are none, one line saying so instead of a kernel traceback mid-run."""
+    try:
+        _bf16_lstm_probe(device)
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"--precision bf16: this machine's {device.type} has no bfloat16 LSTM kernels "
+                          f"({reason}); use --precision fp32 (params.yaml: training.precision)") from None
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Vocab, dict]:

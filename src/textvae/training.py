@@ -24,7 +24,8 @@ import torch
 from tqdm import tqdm
 
 from textvae import DEFAULT_SEED
-from textvae.checkpoint import atomic_save, file_sha256, load_checkpoint, model_payload, resolve_device
+from textvae.checkpoint import (atomic_save, check_bf16, file_sha256, load_checkpoint, model_payload,
+                                resolve_device)
 from textvae.checks import MODEL_RULES, TRAIN_RULES, check_values, option_label
 from textvae.data import Vocab, make_batches, read_corpus, split_path
 from textvae.errors import CheckpointError, ConfigError, TrainingError
@@ -162,6 +163,8 @@ class Trainer:
         self.min_epoch = cfg.min_epoch if cfg.min_epoch is not None else m.min_epoch
         if cfg.precision not in ("fp32", "bf16"):
             raise ConfigError(f"--precision: expected fp32 or bf16, got {cfg.precision!r}")
+        if cfg.precision == "bf16":
+            check_bf16(self.device)
 
         train = read_corpus(split_path(data_dir, "train"), max_examples=cfg.max_train)
         valid = read_corpus(split_path(data_dir, "valid"), max_examples=cfg.max_valid)
