@@ -40,7 +40,7 @@ include: "workflow/rules/common.smk"
 
 rule all:
     input:
-        P.report_targets(),
+        P.experiment_targets(),
     default_target: True
 
 

@@ -318,6 +318,23 @@ def test_snakemake_dag_is_the_plan(tmp_path):
 
 
 @needs_snakemake
+def test_a_fresh_clone_with_committed_reports_runs_the_experiment(tmp_path):
+    """reports/demo/ is committed and results/ is not: the README's `snakemake demo` on a fresh clone must still
+    train, evaluate and probe every run and rewrite the reports, not find them up to date."""
+    work = copy_pipeline(tmp_path / "wf")
+    shutil.copytree(REPO / "reports" / "demo", work / "reports" / "demo")
+    out = snakemake(work, "-n", "--cores", "1", "demo").stdout
+    plan = pipeline.Plan.load(REPO / "params.yaml", REPO / pipeline.SCHEMA)
+    jobs = plan.all_jobs(["demo"])
+    stats = job_stats(out)
+    for rule in ("train", "evaluate", "probe"):
+        assert stats.get(rule) == sum(1 for j in jobs if j.rule == rule), (rule, stats)
+    demo = plan.experiment("demo")
+    reading = [i for i in plan.report_items(demo) if plan.item_inputs(demo, i)]   # all but the sizes table
+    assert stats.get("report", 0) + stats.get("report_index", 0) == len(reading) >= 14
+
+
+@needs_snakemake
 def test_adding_a_lambda_reruns_only_the_new_jobs_and_their_reports(tmp_path):
     work = copy_pipeline(tmp_path / "wf")
 

@@ -248,6 +248,17 @@ class Plan:
         exps = [self.experiment(exp_name)] if exp_name else list(self.experiments.values())
         return [f"{e.report_dir}/{item}" for e in exps for item in self.report_items(e)]
 
+    def experiment_targets(self, exp_name: str | None = None) -> list[str]:
+        """The reports and every result file they read: a clone with committed reports but no results/ reruns
+        the runs and then the reports (asking for the reports alone, Snakemake would find nothing to do)."""
+        exps = [self.experiment(exp_name)] if exp_name else list(self.experiments.values())
+        files = []
+        for e in exps:
+            for item in self.report_items(e):
+                files.append(f"{e.report_dir}/{item}")
+                files += [f for f in self.item_inputs(e, item) if not f.startswith(f"{e.report_dir}/")]
+        return list(dict.fromkeys(files))
+
     def item_runs(self, exp: Experiment, item: str) -> tuple[list[Run], str | None]:
         """The runs a report item shows and what it reads of each: ``evaluate`` (eval_test.json), a probe name
         (probe_NAME.json), ``train`` (metrics.jsonl) or None (no runs)."""
