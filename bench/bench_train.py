@@ -230,8 +230,20 @@ def main() -> None:
         atomic_save(model_payload(ae.model, ae.vocab), ae_ckpt)
         del ae
 
+    # bf16 where the device has bfloat16 LSTM kernels (AVX2-only CPUs have none): the rows it can run, and why not
+    skipped = {}
+    if "bf16" in args.precision:
+        from textvae.checkpoint import check_bf16, resolve_device
+        from textvae.errors import ConfigError
+        try:
+            check_bf16(resolve_device(args.device))
+        except ConfigError as exc:
+            skipped["bf16"] = str(exc)
+            print(f"bench_train: bf16 rows skipped: {exc}", file=sys.stderr, flush=True)
+    precisions = [p for p in args.precision if p not in skipped]
+
     rows = []
-    for precision in args.precision:
+    for precision in precisions:
         for method in args.methods:
             n = args.agg_batches if method == "aggressive" else args.batches
             clips = ["all", "encoder"] if method == "aggressive" else ["all"]
@@ -246,13 +258,13 @@ def main() -> None:
         info = {"torch": torch.__version__, "sizes": sizes, "threads": torch.get_num_threads(), "data": str(data), "argv": sys.argv[1:],
                 "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
                 "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}}
-        atomic_write_text(json.dumps({"info": info, "rows": rows}, indent=1) + "\n", args.json)
+        atomic_write_text(json.dumps({"info": info, "rows": rows, "skipped": skipped}, indent=1) + "\n", args.json)
     if args.rows_only:
         return
     rates = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
-    parts = {p: components(p) for p in args.precision}
+    parts = {p: components(p) for p in precisions}
     curves = {}
-    if args.curve_epochs:
+    if args.curve_epochs and not skipped:
         curves = {p: curve(data, args.curve_epochs, p) for p in ("fp32", "bf16")}
         curves["fp32 seed+1"] = curve(data, args.curve_epochs, "fp32", seed=783436)   # the scale of "noise"
 

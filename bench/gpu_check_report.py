@@ -86,6 +86,8 @@ def _train(s: dict) -> list[str]:
                  f"{_f(rate / base_rate if base_rate and rate else None, '{:.2f}×')} | {_f(r.get('peak_gpu_mib'), '{:,}')} | "
                  f"{_f(frac, '{:.3f} %')} |")
     L.append(f"\n(aggressive rows: passes per outer batch assumed {AGG_INNER} + 1, as in BENCHMARKS.md's CPU table)")
+    for precision, why in (s.get("skipped") or {}).items():
+        L.append(f"\n{precision} rows not run: {why}")
     return L
 
 
