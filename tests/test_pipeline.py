@@ -212,8 +212,8 @@ def test_ptb_cpu_runs_only_ptb_tables_on_its_alias_with_the_paper_column():
     plan = pipeline.Plan.load(REPO / "params.yaml", REPO / pipeline.SCHEMA)
     exp = plan.experiment("ptb_cpu")
     assert exp.compares_to_paper and plan.table_names(exp) == ["table1", "table2", "table3"]
-    assert plan.report_items(exp) == ["table1.md", "table2.md", "table3.md", "fig_tradeoff_ptb_cpu.png",
-                                      "fig_curves_ptb_cpu.png", "claims.md", "index.md"]
+    assert plan.report_items(exp) == ["table1.md", "table2.md", "table3.md", "fig_curves_ptb_cpu.png", "claims.md",
+                                      "index.md"]
     sec, = plan.sections(exp, "table3")          # Yahoo's rows are not run
     assert sec.dataset == "ptb_cpu" and sec.paper_datasets == ("ptb",)
     assert [r.key for r in sec.rows] == ["lm", "vae", "anneal", "cyclic_reported", "cyclic", "aggressive", "fbp@3",

@@ -33,8 +33,8 @@ def fabricate(root, plan, exp):
 def test_copies_result_files_and_times_runs(tmp_path, params, monkeypatch):
     plan = Plan(params)
     exp = plan.experiment("ptb_cpu")
-    runs, files = fabricate(tmp_path, plan, exp)   # tables 1-3: 16 runs; the trade-off figure: 6 more
-    assert len(runs) == 16 + 6 and any(f.endswith("metrics.jsonl") for f in files)
+    runs, files = fabricate(tmp_path, plan, exp)   # tables 1-3: 16 runs (the curves figure reads the same)
+    assert len(runs) == 16 and any(f.endswith("metrics.jsonl") for f in files)
     monkeypatch.chdir(tmp_path)
     out = provenance.write(plan, "ptb_cpu", tmp_path, command="snakemake --cores 2 ptb_cpu")
     text = out.read_text()
@@ -46,7 +46,7 @@ def test_copies_result_files_and_times_runs(tmp_path, params, monkeypatch):
     row = next(line for line in text.splitlines() if line.startswith("| `ours/lam8`"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1:6] == ["3 (3)", "42,068", "bf16", "12.0", "101"] and cells[8] == "1.5"
-    assert "`snakemake --cores 2 ptb_cpu`" in text and "training 4.40 h" in text   # 22 runs × 12 min
+    assert "`snakemake --cores 2 ptb_cpu`" in text and "training 3.20 h" in text   # 16 runs × 12 min
 
 
 def test_refuses_with_missing_results(tmp_path, params, monkeypatch):
