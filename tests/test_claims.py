@@ -196,3 +196,16 @@ def test_several_seeds_must_each_hold(params, tmp_path):
     write_json(tmp_path, "results/synthetic/vae/seed2/eval_test.json", {"kl": 0.17, "au": 0})
     v = verdict(claims.evaluate(plan, exp, Results(tmp_path)), "vae_collapse")
     assert v.status == "fails" and v.evidence[0] == "seed 2: VAE KL 0.17 < 0.1"
+
+
+def test_a_table_outside_the_experiment_is_not_run_and_asks_for_no_file(params, tmp_path):
+    """ptb_cpu renders Tables 1-3 only: the Table 10 claim (PTB's λ grid) is "not part of this experiment", and the
+    claims page does not list grid runs the experiment never plans as missing result files."""
+    plan = Plan(params)
+    exp = plan.experiment("ptb_cpu")
+    assert "table10" not in plan.table_names(exp)
+    by_table = {v.claim["table"]: v for v in claims.evaluate(plan, exp, Results(tmp_path))}
+    assert by_table["table10"].status == "not run"
+    assert by_table["table10"].evidence == ["table10 is not part of this experiment"]
+    reporting.render(plan, exp, "claims", tmp_path / "claims.md", tmp_path)
+    assert "lam9" not in (tmp_path / "claims.md").read_text()

@@ -216,7 +216,7 @@ def check(values: Values, sec: Section, chk: dict) -> list[tuple[bool, str]]:
 
 def sections_of(plan: Plan, exp: Experiment, claim: dict) -> list[Section]:
     table = claim["table"]
-    if table not in (plan.params.get("tables") or {}):
+    if table not in plan.table_names(exp):     # not in params.yaml, or not one of the experiment's tables
         return []
     wanted = set(claim.get("datasets") or [])
     return [s for s in plan.sections(exp, table) if not wanted or wanted & set(s.paper_datasets)]
