@@ -63,15 +63,15 @@ def draw(rep, item: str, out: Path) -> list[str]:
                 hist = rep.results.metrics(f"{run.dir}/metrics.jsonl")
                 if not hist:
                     continue
-                ep = [h["epoch"] for h in hist]
+                ep = [h["epoch"] + 1 for h in hist]          # epochs trained (a one-epoch run is one point)
                 for ax, key in zip(axes, ("val_kl", "val_mi", "val_au")):
                     ys = [h.get(key) for h in hist]
                     if any(y is not None for y in ys):
-                        ax.plot(ep, [float("nan") if y is None else y for y in ys], color=f"C{i % 10}",
+                        ax.plot(ep, [float("nan") if y is None else y for y in ys], "o-", ms=3, color=f"C{i % 10}",
                                 alpha=1.0 if j == 0 else 0.4, label=row_label(row) if j == 0 else None)
         for ax, title in zip(axes, ("KL (validation)", "MI (validation)", "AU (validation)")):
             ax.set_title(title)
-            ax.set_xlabel("epoch")
+            ax.set_xlabel("epochs trained")
             ax.grid(alpha=0.3)
         if axes[0].get_legend_handles_labels()[0]:
             axes[-1].legend(fontsize=7, loc="best")
