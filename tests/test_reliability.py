@@ -423,7 +423,10 @@ def test_ctrl_c_while_a_job_waits_for_its_gpu_slot_is_one_line(tmp_path):
     log = tmp_path / "stderr.txt"
     try:
         with open(log, "w") as fh:
-            proc = subprocess.Popen([sys.executable, "-m", "textvae.gpu_slots", "--", "true"], env=env, stderr=fh)
+            # SIGINT at its default in the child: a suite started in the background (`pytest … &`) would pass
+            # on an ignored SIGINT, and Python then never raises KeyboardInterrupt
+            proc = subprocess.Popen([sys.executable, "-m", "textvae.gpu_slots", "--", "true"], env=env, stderr=fh,
+                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 60
         while "waiting" not in log.read_text() and time.time() < deadline and proc.poll() is None:
             time.sleep(0.1)
