@@ -28,13 +28,9 @@ STAMP = "%Y-%m-%d %H:%M:%S"   # the training log's timestamps (training.py)
 
 def experiment_runs(plan: Plan, exp) -> tuple[list[Run], list[str]]:
     """The runs the experiment's tables and figures show, and every result file of theirs that they read."""
-    runs: list[Run] = []
-    files: list[str] = []
-    for item in plan.report_items(exp):
-        item_runs, _ = plan.item_runs(exp, item)
-        runs += item_runs
-        files += [f for f in plan.item_inputs(exp, item) if f.startswith("results/")]
-    return list(dict.fromkeys(runs)), list(dict.fromkeys(files))
+    runs = [run for item in plan.report_items(exp) for run in plan.item_runs(exp, item)[0]]
+    files = [f for f in plan.experiment_targets(exp.name) if f.startswith("results/")]
+    return list(dict.fromkeys(runs)), files
 
 
 def _log_span(log: Path) -> tuple[str | None, str | None, float | None]:
