@@ -225,6 +225,9 @@ def main() -> int:
     ap.add_argument("--proj-rows", type=int, default=None)
     ap.add_argument("--sweep", action="store_true", help="also time a grid of (max_rows, proj_rows)")
     ap.add_argument("--sweep-sentences", type=int, default=6)
+    ap.add_argument("--sweep-rows", type=int, nargs="+", default=[512, 1024, 2048], help="max_rows of the sweep")
+    ap.add_argument("--sweep-proj-rows", type=int, nargs="+", default=[64, 128, 256, 512],
+                    help="proj_rows of the sweep")
     ap.add_argument("--trained", help="trained VAE checkpoint for the bf16-vs-fp32 NLL check")
     ap.add_argument("--check-data", help="text file of sentences for the check (default PTB test)")
     ap.add_argument("--check-sentences", type=int, default=100)
@@ -275,8 +278,8 @@ def main() -> int:
     sweep = []
     if args.sweep:
         sub = examples[:args.sweep_sentences]
-        for mr in (512, 1024, 2048):
-            for pr in (64, 128, 256, 512):
+        for mr in args.sweep_rows:
+            for pr in [p for p in args.sweep_proj_rows if p <= mr]:
                 for prec in ("fp32", "bf16"):
                     sec = run_ours(model, sub, args.K, prec, args.repeat, batched, max_rows=mr, proj_rows=pr)
                     r = count_tokens(sub) / sec / PTB_TEST_TOKENS_PER_SENT

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from textvae.checkpoint import atomic_save, model_payload
 from textvae.cli import main as cli_main
 from textvae.data import Vocab, count_tokens, read_corpus
 from textvae.data import make_batches
+from textvae.evaluation import evaluate_model
 from textvae.fast_vae import FastVAE, elbo_terms, encode_all, iw_log_likelihood
 from textvae.metrics import (STREAM_MI, STREAM_REC, SentenceNoise, active_units, iw_log_likelihood_reference, iw_noise,
                              mi_samples, mutual_information)
@@ -111,6 +113,11 @@ def test_bf16_projection_close_and_overflow_safe():
     a = f32.log_px(f32.sentence_gates(x[:, :-1]), x[:, 1:], z)
     b = f16.log_px(f16.sentence_gates(x[:, :-1]), x[:, 1:], z)
     assert bool(torch.isfinite(b).all()) and float(((a - b).abs() / a.abs()).max()) < 0.01
+    # fp32 too: logits above 88 overflow its shift-free fast path, and the safe pass gives the model's values
+    unsafe = f32._log_px(f32.sentence_gates(x[:, :-1]), x[:, 1:], z, 512, safe=False)
+    assert not bool(torch.isfinite(unsafe).all())
+    ref = m.decoder.log_prob(x, z).double()
+    assert torch.allclose(a, ref, rtol=1e-5, atol=1e-3)
 
 
 def test_iw_matches_quadrature_1d_latent():
@@ -288,6 +295,14 @@ def test_cli_evaluate_vae_and_lm(tmp_path, capsys):
               "--iw-samples", "50", "--no-progress", "--seed", "3", "--mi-variant", "he", "--max-rows", "33"])
     res2 = json.loads(out2.read_text())
     assert res2["nll"] == res["nll"] and res2["mi"] == res["mi_he"] and res2["mi_variant"] == "he"
+    # --iw-samples 0: a plain test pass, the same Recon/KL/MI/AU and no IW estimate
+    out0 = tmp_path / "eval_vae_plain.json"
+    assert cli_main(["evaluate", "--ckpt", str(tmp_path / "vae.pt"), "--data", str(data), "--out", str(out0),
+                     "--iw-samples", "0", "--no-progress", "--seed", "3"]) == 0
+    res0 = json.loads(out0.read_text())
+    assert "nll" not in res0 and "ppl" not in res0 and res0["iw_samples"] == 0
+    assert all(res0[k] == res[k] for k in ("rec", "kl", "neg_elbo", "elbo_ppl", "mi_li", "mi_he", "au"))
+    assert "no IW-NLL" in capsys.readouterr().out
 
     out_lm = tmp_path / "eval_lm.json"
     assert cli_main(["evaluate", "--ckpt", str(tmp_path / "lm.pt"), "--data", str(data), "--out", str(out_lm),
@@ -312,8 +327,23 @@ def test_cli_bf16_records_check(tmp_path):
                      "--iw-samples", "40", "--precision", "bf16", "--no-progress"]) == 0
     res = json.loads(out.read_text())
     assert res["precision"] == "bf16"
-    chk = res["precision_check"]
-    assert chk["sentences"] == 4 and chk["passed"] and chk["mean_abs_diff"] < 0.05
+    chk = res["precision_check"]          # 4 sentences: one sentence with K / 10 samples in both precisions
+    assert (chk["sentences"], chk["samples"]) == (1, 4) and chk["passed"] and chk["mean_abs_diff"] < 0.05
+
+
+def test_bf16_check_is_a_tenth_of_the_work():
+    # the fp32 check never costs more than a tenth of the IW pass: N // 10 sentences with all K samples (at most
+    # the given cap); under 10 sentences, one sentence with K // 10 samples; nothing when that is < 1 sample
+    m = _tiny_vae(vocab_size=40, emb=8, hidden=16, nz=2, scale=0.3, seed=2)
+    vocab = Vocab.build([[f"w{i}"] for i in range(36)])
+    words = [f"w{i}" for i in range(36)]
+    rng = random.Random(0)
+    sents = [[rng.choice(words) for _ in range(rng.randint(2, 6))] for _ in range(57)]
+    for n, K, cap, expect in ((57, 30, 50, (5, 30)), (57, 30, 3, (3, 30)), (9, 30, 50, (1, 3)), (9, 5, 50, (0, 0))):
+        res = evaluate_model(m, vocab, sents[:n], iw_samples=K, precision="bf16", precision_check=cap)
+        chk = res["precision_check"]
+        assert (chk["sentences"], chk["samples"]) == expect, (n, K, cap, chk)
+        assert chk["passed"] is (None if expect[0] == 0 else True), chk
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -204,7 +204,8 @@ CASES = [
                                "{runs}/e.json"], "garbage.pt: unreadable checkpoint"),
     ("evaluate-out-unwritable", [*E, "--out", "/proc/e.json"], "--out /proc/e.json: cannot write there"),
     ("evaluate-out-is-a-folder", [*E, "--out", "{root}/empty"], "empty: is a folder; give a file name"),
-    ("evaluate-iw-samples-0", [*E, "--out", "{runs}/e.json", "--iw-samples", "0"], "--iw-samples must be >= 1"),
+    ("evaluate-iw-samples-negative", [*E, "--out", "{runs}/e.json", "--iw-samples", "-1"],
+     "--iw-samples must be >= 0 (got -1; 0 = a plain test pass, no IW-NLL)"),
     ("evaluate-split-missing", [*E, "--out", "{runs}/e.json", "--split", "dev"], "dev.txt: file not found"),
     # data prepare
     ("prepare-out-foreign-files", ["data", "prepare", "synthetic", "--out", "{root}/foreign"],

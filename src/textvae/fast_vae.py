@@ -9,20 +9,26 @@ How the importance-weighted estimate is made fast (SPEC §5.2 asks for K = 1000 
   row budget allows; the decoder is an explicit LSTM loop over padded, pre-split weights:
   ``W_ih·[emb(w); z] = W_e·emb(w) + W_z·z``, so the embedding part (and both biases) is computed once per
   sentence and the z part once per sample, leaving one ``[rows, H] × [H, 4H]`` matmul per step;
-* the vocabulary projection is done in row tiles that stay in cache, and only the per-row log-softmax of the
-  target survives (``cross_entropy`` on the tile); log p(x|z) is accumulated in float64;
+* the vocabulary projection is done in row tiles that stay in cache, and only the per-row −log p of the target
+  survives: ``log Σ_v exp(l_v) − l_t`` (two passes over the logits, no max-shift: float32 holds logits below
+  88, and a pass whose sum overflows is rerun with ``cross_entropy``); log p(x|z) is accumulated in float64;
+* steps with few rows (a short length group, as in Recon's one sample per sentence) are stacked into one tile
+  of about ``proj_rows`` rows, so the projection is always a full-size matmul; the encoder and Recon run on
+  groups of up to a pass's rows of one length (not batches of 32);
 * every sentence's noise comes from its own generator seeded from ``(seed, stream, sentence index)`` and all
   K log-weights of a sentence are combined by one exactly rounded float64 log-sum-exp, so the estimate does
   not depend on how sentences and samples are grouped into batches and chunks. On CPU it is bit-identical for
   any batch size / row budget (matmuls are padded to >= 32 rows and LSTM widths to multiples of 64, which
   keeps every row on the same kernel path); on GPU it agrees up to floating-point reassociation.
-* ``precision="bf16"``: the vocabulary projection (≈ 90 % of the arithmetic) runs as a bfloat16 matmul; the
-  LSTM stays float32. To keep the bfloat16 *output* rounding small, the matmul computes ``W h − c`` with c the
-  float32 target logit (an extra input column), so the logits that carry the probability mass are near 0.
-  A recorded check against float32 (``precision_check``) is part of the output.
+* ``precision="bf16"``: the vocabulary projection (≈ 90 % of the arithmetic) and the decoder's recurrent
+  matmul (``BF16_RECURRENT``) run in bfloat16; the LSTM's gates and state stay float32. To keep the bfloat16
+  *output* rounding small, the projection computes ``W h − c`` with c the float32 target logit (an extra input
+  column), so the logits that carry the probability mass are near 0. A recorded check against float32 on at
+  most a tenth of the work (``evaluation._precision_check``) is part of ``textvae evaluate``'s output.
 """
 from __future__ import annotations
 
+import copy
 import sys
 from typing import Sequence
 
@@ -61,6 +67,13 @@ def _pad_gates(w: torch.Tensor, h: int, hp: int, cols_from: int | None = None) -
     out = w.new_zeros(4, hp, kk)
     out[:, :h, :k] = w.view(4, h, k)
     return out.view(4 * hp, kk)
+
+
+def _pad_to(w: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    """``w`` (2-d) zero-padded along ``dim`` to ``size`` (a contiguous copy; ``w`` itself when no padding)."""
+    if w.size(dim) == size:
+        return w.contiguous()
+    return F.pad(w, (0, size - w.size(1)) if dim == 1 else (0, 0, 0, size - w.size(0)))
 
 
 def _mm(a: torch.Tensor, bt: torch.Tensor) -> torch.Tensor:
@@ -113,7 +126,7 @@ class FastVAE:
             self.enc_b = _pad_gates((enc.lstm.bias_ih_l0 + enc.lstm.bias_hh_l0).detach().float()[:, None],
                                     he, hpe).view(-1).to(**f32)
             lin = enc.linear.weight.detach().float().cpu()                   # [2nz, he]; padded on the CPU
-            self.enc_lin = torch.zeros(lin.size(0), hpe).index_copy_(1, torch.arange(he), lin).to(**f32)
+            self.enc_lin = _pad_to(lin, 1, hpe).to(**f32)
             # decoder
             h = dec.lstm.hidden_size
             e = dec.embed.weight.size(1)
@@ -126,16 +139,23 @@ class FastVAE:
             self.dec_b = _pad_gates((dec.lstm.bias_ih_l0 + dec.lstm.bias_hh_l0).detach().float()[:, None],
                                     h, hp).view(-1).to(**f32)
             wt = dec.trans_z.weight.detach().float().cpu()                    # [h, nz]
-            self.dec_wt = torch.zeros(hp, wt.size(1)).index_copy_(0, torch.arange(h), wt).to(**f32)
+            self.dec_wt = _pad_to(wt, 0, hp).to(**f32)
             wp = dec.proj.weight.detach().float().cpu()                       # [V, h]
-            self.dec_wp = torch.zeros(wp.size(0), hp).index_copy_(1, torch.arange(h), wp).to(**f32)
+            self.dec_wp = _pad_to(wp, 1, hp).to(**f32)
             if precision == "bf16":
-                aug = torch.zeros(wp.size(0), hp + AUG_COLS)
-                aug[:, :h] = wp
+                aug = torch.zeros(wp.size(0), hp + AUG_COLS, dtype=torch.bfloat16, device=dev)
+                aug[:, :h] = wp.to(dev)
                 aug[:, hp] = 1.0                                               # × (−c) → shift by the target logit
-                self.dec_wp_aug = aug.to(device=dev, dtype=torch.bfloat16)
-                self.dec_wp_aug32 = self.dec_wp_aug.float()                    # its exact fp32 values
+                self.dec_wp_aug = aug
                 self.dec_whh_bf16 = self.dec_whh.to(torch.bfloat16)
+
+    def fp32(self) -> "FastVAE":
+        """The same model in float32, sharing this one's tensors (no second re-layout)."""
+        if self.precision == "fp32":
+            return self
+        other = copy.copy(self)
+        other.precision, other.recurrent_bf16 = "fp32", False
+        return other
 
     # -------------------------------------------------------------------------------------------------
     def _lstm_state(self, rows: int, hp: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,8 +195,8 @@ class FastVAE:
         ``ge [b, T, 4hp]`` from :meth:`sentence_gates`, ``targets [b, T]`` (``w_1 … w_n </s>``).
         """
         out = self._log_px(ge, targets, z, proj_rows, safe=False)
-        if self.precision == "bf16" and not bool(torch.isfinite(out).all()):
-            out = self._log_px(ge, targets, z, proj_rows, safe=True)    # a logit > target logit + 88
+        if not bool(torch.isfinite(out).all()):                        # exp overflowed (or the sum underflowed)
+            out = self._log_px(ge, targets, z, proj_rows, safe=True)
         return out
 
     def _log_px(self, ge: torch.Tensor, targets: torch.Tensor, z: torch.Tensor, proj_rows: int,
@@ -195,7 +215,6 @@ class FastVAE:
         gates = gz.clone()
         tgt = torch.zeros(t_len, rows, dtype=torch.long, device=dev)
         tgt[:, :r] = targets.to(dev).t().repeat_interleave(s, dim=1)
-        tiles = _tiles(rows, proj_rows)
         bf16 = self.precision == "bf16"
         rec16 = self.recurrent_bf16
         if bf16:
@@ -204,6 +223,34 @@ class FastVAE:
         parts = []                                       # per tile: token NLLs (fp32/safe) or Σ_v exp(out_v)
         out_t = []                                       # bf16 fast path: the target's entry of out, per step
         fast16 = bf16 and not safe
+        fast32 = not bf16 and not safe
+        pending: list[tuple[torch.Tensor, torch.Tensor]] = []   # (h or h̃, targets) of steps not yet projected
+
+        def project() -> None:
+            # the vocabulary projection of the pending steps, stacked (step-major) into tiles of ~proj_rows
+            # rows: few rows per step (short groups, Recon) still make full-size matmuls; each row's result
+            # does not depend on its tile (MIN_GEMM_ROWS), so the stacking changes no number
+            hh = pending[0][0] if len(pending) == 1 else torch.cat([a for a, _ in pending])
+            tt = pending[0][1] if len(pending) == 1 else torch.cat([b for _, b in pending])
+            pending.clear()
+            m = hh.size(0)
+            if m < MIN_GEMM_ROWS:                                              # zero rows, dropped below
+                hh = torch.cat([hh, hh.new_zeros(MIN_GEMM_ROWS - m, hh.size(1))])
+                tt = torch.cat([tt, tt.new_zeros(MIN_GEMM_ROWS - m)])
+            n_parts = len(parts)
+            for a, e in _tiles(hh.size(0), proj_rows):
+                if fast16:
+                    parts.append((hh[a:e] @ self.dec_wp_aug.t()).float().exp_().sum(1))   # exp in fp32
+                elif bf16:
+                    parts.append(F.cross_entropy((hh[a:e] @ self.dec_wp_aug.t()).float(), tt[a:e],
+                                                 reduction="none"))
+                elif fast32:
+                    parts.append((hh[a:e] @ self.dec_wp.t()).exp_().sum(1))
+                else:
+                    parts.append(F.cross_entropy(hh[a:e] @ self.dec_wp.t(), tt[a:e], reduction="none"))
+            if m < MIN_GEMM_ROWS:
+                parts[n_parts:] = [torch.cat(parts[n_parts:])[:m]]
+
         for step in range(t_len):
             torch.add(gz[:r].view(b, s, 4 * hp), ge[:, step, None, :], out=gates[:r].view(b, s, 4 * hp))
             if rec16:
@@ -218,23 +265,26 @@ class FastVAE:
                 haug[:, hp] = -shift
             if fast16:
                 # out = bf16(W̃ h̃ − c̃) has its target entry ≈ 0, so −log p = log Σ_v exp(out_v) − out_t needs no
-                # max-shift; the sum is accumulated in fp32. out_t is the same bf16-operand dot product in fp32.
-                out_t.append((haug.float() * self.dec_wp_aug32[tg]).sum(1))
-            for a, e in tiles:
-                if fast16:
-                    parts.append((haug[a:e] @ self.dec_wp_aug.t()).exp_().sum(1, dtype=torch.float32))
-                elif bf16:
-                    parts.append(F.cross_entropy((haug[a:e] @ self.dec_wp_aug.t()).float(), tg[a:e],
-                                                 reduction="none"))
-                else:
-                    parts.append(F.cross_entropy(h[a:e] @ self.dec_wp.t(), tg[a:e], reduction="none"))
-        nll = torch.cat(parts).view(t_len, rows)
-        if fast16:
+                # max-shift; exp and the sum run in fp32 (faster on CPU than a bf16 exp and a widening sum). out_t is the same bf16-operand dot product in fp32.
+                out_t.append((haug[:r].float() * self.dec_wp_aug[tg[:r]].float()).sum(1))
+            elif fast32:
+                # −log p = log Σ_v exp(l_v) − l_t without a max-shift (float32 holds logits below 88; the safe
+                # path reruns the pass otherwise): two passes over the logits instead of log_softmax's four
+                out_t.append((h[:r] * self.dec_wp[tg[:r]]).sum(1))
+            pending.append((haug[:r] if bf16 else h[:r], tg[:r]))             # the padding rows are not projected
+            if len(pending) * r >= proj_rows:
+                project()
+            elif bf16:
+                pending[-1] = (haug[:r].clone(), tg[:r])                       # h̃ is rewritten next step
+        if pending:
+            project()
+        nll = torch.cat(parts).view(t_len, r)
+        if fast16 or fast32:
             nll = nll.log_().sub_(torch.stack(out_t))
-        logp = torch.zeros(rows, dtype=torch.float64, device=dev)
+        logp = torch.zeros(r, dtype=torch.float64, device=dev)
         for step in range(t_len):                                              # fixed order, float64
             logp.sub_(nll[step])
-        return logp[:r].view(b, s)
+        return logp.view(b, s)
 
 
 def _tiles(rows: int, tile: int) -> list[tuple[int, int]]:
@@ -283,18 +333,23 @@ def _fast(model: nn.Module | FastVAE, device, precision: str) -> FastVAE:
 
 
 def encode_all(model: nn.Module | FastVAE, examples: Sequence[Sequence[int]], batch_size: int = 32,
-               device=None, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
-    """μ, logvar (float32, split order) for every example, and the exact-length batches used (index lists)."""
+               device=None, precision: str = "fp32", group_rows: int | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
+    """μ, logvar (float32, split order) for every example, and the exact-length batches of ``batch_size``
+    (index lists: SPEC §1.5's batches, which He's MI uses). The encoder runs on groups of up to ``group_rows``
+    sentences of one length (default: a decoder pass's rows, CPU_MAX_ROWS on CPU); its per-row results do not
+    depend on the grouping."""
     fast = _fast(model, device, precision)
-    batches = make_batches(examples, batch_size)
     n = len(examples)
     mu = torch.empty(n, fast.nz, device=fast.device)
     logvar = torch.empty(n, fast.nz, device=fast.device)
-    for x, idx in zip(batches.tensors, batches.index):
-        m, lv = fast.encode(x)
-        ii = torch.tensor(idx, device=fast.device)
-        mu[ii], logvar[ii] = m, lv
-    return mu, logvar, batches.index
+    if n:
+        rows = group_rows or plan_rows(fast, max(len(x) for x in examples) - 1)[0]
+        for x, idx in zip(*_length_groups(examples, rows)):
+            m, lv = fast.encode(x)
+            ii = torch.tensor(idx, device=fast.device)
+            mu[ii], logvar[ii] = m, lv
+    return mu, logvar, make_batches(examples, batch_size).index
 
 
 def iw_log_likelihood(model: nn.Module | FastVAE, examples: Sequence[Sequence[int]], K: int = 1000,
@@ -312,7 +367,7 @@ def iw_log_likelihood(model: nn.Module | FastVAE, examples: Sequence[Sequence[in
     fast = _fast(model, device, precision)
     n = len(examples)
     if mu is None or logvar is None:
-        mu, logvar, _ = encode_all(fast, examples, encode_batch)
+        mu, logvar, _ = encode_all(fast, examples, group_rows=encode_batch)
     max_len = max(len(x) for x in examples) - 1
     rows, pr = plan_rows(fast, max_len, budget_mb, max_rows, proj_rows)
     per_chunk = max(1, rows // K)                      # sentences per decoder pass (all K samples each)
@@ -360,19 +415,23 @@ def _progress(total: int, enabled: bool, desc: str):
 
 
 def elbo_terms(model: nn.Module | FastVAE, examples: Sequence[Sequence[int]], seed: int = DEFAULT_SEED,
-               mu: torch.Tensor | None = None, logvar: torch.Tensor | None = None, batch_size: int = 32,
+               mu: torch.Tensor | None = None, logvar: torch.Tensor | None = None, batch_size: int | None = None,
                precision: str = "fp32", device=None, index_offset: int = 0) -> dict[str, torch.Tensor]:
     """Per-sentence (float64 ``[N]``, split order) ``rec`` = −log p(x|z) with one z ~ q(z|x) and analytic
-    ``kl``; also ``mu``, ``logvar`` (SPEC §5.1)."""
+    ``kl``; also ``mu``, ``logvar`` (SPEC §5.1). ``batch_size``: sentences of one length per decoder pass
+    (default: a pass's rows from :func:`plan_rows`); the values do not depend on it."""
     fast = _fast(model, device, precision)
     if mu is None or logvar is None:
-        mu, logvar, _ = encode_all(fast, examples, batch_size)
+        mu, logvar, _ = encode_all(fast, examples, group_rows=batch_size)
     n = len(examples)
     noise = SentenceNoise(seed, STREAM_REC)
     rec = torch.empty(n, dtype=torch.float64)
-    for x, idx in zip(*_length_groups(examples, batch_size)):
+    if n == 0:
+        return {"rec": rec, "kl": torch.empty(0, dtype=torch.float64), "mu": mu, "logvar": logvar}
+    rows, pr = plan_rows(fast, max(len(x) for x in examples) - 1)
+    for x, idx in zip(*_length_groups(examples, batch_size or rows)):
         z = torch.stack([posterior_samples(mu[i], logvar[i], noise, i + index_offset, 1)[0] for i in idx])
-        lp = fast.log_px(fast.sentence_gates(x[:, :-1]), x[:, 1:], z).cpu()
+        lp = fast.log_px(fast.sentence_gates(x[:, :-1]), x[:, 1:], z, pr).cpu()
         rec[torch.tensor(idx)] = -lp[:, 0]
     kl = kl_per_dim(mu.double(), logvar.double()).sum(1).cpu()
     return {"rec": rec, "kl": kl, "mu": mu, "logvar": logvar}
