@@ -318,7 +318,7 @@ def main() -> None:
                   "| epoch | fp32 | bf16 | bf16 − fp32 | fp32, seed + 1 | seed + 1 − fp32 |", "|---|---|---|---|---|---|"]
         for e, (a, b, c) in enumerate(zip(curves["fp32"], curves["bf16"], curves["fp32 seed+1"])):
             lines.append(f"| {e} | {a} | {b} | {b - a:+.3f} | {c} | {c - a:+.3f} |")
-    section = "\n".join(lines) + "\n"
+    section = "\n".join(lines) + "\n\n"
     print(section)
     if args.write:
         write_section(Path(args.write), "## Training throughput", section)
