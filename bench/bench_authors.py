@@ -97,7 +97,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -106,6 +105,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import cpu_model, sh, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TEXTVAE_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -616,7 +618,7 @@ def weight_copy_check(patched: str, train_file: str, test_file: str, sentences: 
 
 
 def worker_train(spec: dict) -> dict:
-    torch = _torch(spec["threads"])
+    _torch(spec["threads"])
     workload, side, precision = spec["workload"], spec["side"], spec["precision"]
     ids, warm = spec["batch_ids"], spec["warmup_ids"]
     per_batch = []
@@ -867,21 +869,6 @@ def make_plan(a, work: Path) -> dict:
 # The parent: interleaved runs, summary, markdown
 # ==========================================================================================================
 
-def sh(cmd: list[str], cwd: Path | None = None) -> str:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd or REPO, check=False,
-                              timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def cpu_model() -> str:
-    for line in sh(["lscpu"]).splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def run_worker(spec: dict, work: Path, name: str, timeout: float) -> dict:
     spec_path = work / f"{name}.spec.json"
     spec = {**spec, "out": str(work / f"{name}.out.json")}
@@ -1088,22 +1075,6 @@ def render(meta: dict, plan: dict, prep: dict, summ: dict, agree: dict, changes:
     L += [f"- {d}" for d in DISCREPANCIES]
     L.append("")
     return "\n".join(L)
-
-
-def write_section(path: Path, heading: str, section: str) -> None:
-    """Replace (or append) the section starting at ``heading`` up to the next ``## `` heading."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines()
-    start = next((i for i, ln in enumerate(lines) if ln.strip() == heading), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-    else:
-        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-        tail = [""] + lines[end:] if end < len(lines) else []
-        new = "\n".join(lines[:start] + section.rstrip("\n").splitlines() + tail) + "\n"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(new)
-    tmp.replace(path)
 
 
 def main() -> int:

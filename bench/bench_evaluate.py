@@ -26,38 +26,23 @@ import datetime as _dt
 import json
 import math
 import os
-import platform
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from bench_common import cpu_model, sh, write_section
 from textvae.checkpoint import load_model
 from textvae.data import Vocab, count_tokens, read_corpus, split_path
-from textvae.fast_vae import FastVAE, iw_log_likelihood, plan_rows
+from textvae.fast_vae import FastVAE, iw_log_likelihood
 from textvae.model import ModelConfig, VAE, log_normal_diag, log_standard_normal, reparameterize, token_nll
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TEXTVAE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 HEADING = "## Evaluation (IW-NLL, K = 1000)"
 PTB_TEST_TOKENS_PER_SENT = 82430 / 3761
-
-
-def sh(cmd: list[str]) -> str:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False).stdout.strip()
-    except OSError:
-        return ""
-
-
-def cpu_model() -> str:
-    for line in sh(["lscpu"]).splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 DEVICE = torch.device("cpu")     # set by --device; every timing synchronises it before reading the clock
@@ -201,20 +186,6 @@ def floor_table(cfg: ModelConfig, rates: dict) -> dict:
     return res
 
 
-def write_section(text: str, path: Path) -> None:
-    body = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = body.splitlines()
-    start = next((i for i, l in enumerate(lines) if l.strip() == HEADING), None)
-    if start is None:
-        new = body.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
-    else:
-        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-        new = "\n".join(lines[:start] + text.rstrip("\n").splitlines() + ([""] + lines[end:] if end < len(lines) else [])) + "\n"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(new)
-    tmp.replace(path)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sentences", type=int, default=48, help="PTB test sentences for our timings")
@@ -321,8 +292,8 @@ def main() -> int:
         Path(args.json).write_text(json.dumps({"info": info, "rates": rates, "rows": rows, "floor": fl,
                                                "sweep": sweep, "check": check}, indent=2))
     if args.write:
-        write_section(render(info, rates, table, base_sps, fl, sweep, check, args, cfg, len(examples), tps),
-                      ROOT / "BENCHMARKS.md")
+        write_section(ROOT / "BENCHMARKS.md", HEADING,
+                      render(info, rates, table, base_sps, fl, sweep, check, args, cfg, len(examples), tps))
         print("updated BENCHMARKS.md")
     return 0
 

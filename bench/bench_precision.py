@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_train import write_section  # noqa: E402
+from bench_common import cpu_model, publish  # noqa: E402
 from textvae.checkpoint import check_bf16  # noqa: E402
 from textvae.data import Vocab, count_tokens, read_corpus  # noqa: E402
 from textvae.evaluation import evaluate_model  # noqa: E402
@@ -35,15 +35,6 @@ from textvae.model import VAE, ModelConfig  # noqa: E402
 
 SHARED = Path(os.environ.get("TEXTVAE_SHARED_DATA", REPO.parent / "shared" / "data"))
 HEADING = "## bf16 against fp32 by set size (`textvae evaluate`)"
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        import platform
-        return platform.processor() or platform.machine()
 
 
 def main() -> int:
@@ -102,10 +93,7 @@ def main() -> int:
     for r in rows:
         L.append(f"| {r['sentences']} | {r['tokens']} | {r['K']} | {r['fp32_s']:.3f} | {r['bf16_s']:.3f} | "
                  f"{r['speedup']:.2f}× | {r['check']} |")
-    text = "\n".join(L) + "\n"
-    print(text)
-    if args.write:
-        write_section(Path(args.write), HEADING, text)
+    publish("\n".join(L) + "\n", HEADING, args.write)
     return 0
 
 

@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_train import PTB_SIZES, shared_ptb, write_section  # noqa: E402
+from bench_common import cpu_model, publish  # noqa: E402
+from bench_train import PTB_SIZES, shared_ptb  # noqa: E402
 from textvae.training import TrainConfig, Trainer  # noqa: E402
 
 HEADING = "## Where a training step's time goes (profiler)"
@@ -73,8 +74,7 @@ def main() -> int:
     load1 = os.getloadavg()[0]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=REPO).stdout.strip()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in subprocess.run(["lscpu"], capture_output=True, text=True)
-                .stdout.splitlines() if ln.startswith("Model name")), "?")
+    cpu = cpu_model()
     L = [HEADING, "",
          f"Machine: {cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, commit {commit}, "
          f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}; load average {load0:.2f} before, "
@@ -88,10 +88,7 @@ def main() -> int:
         for name, msv, calls in r["ops"][:args.top]:
             L.append(f"| `{name}` | {msv:.2f} | {msv / r['profiled_ms_per_step']:.0%} | {calls:.0f} |")
         L.append("")
-    text = "\n".join(L)
-    print(text)
-    if args.write:
-        write_section(Path(args.write), HEADING, text)
+    publish("\n".join(L), HEADING, args.write)
     return 0
 
 

@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from bench_common import cpu_model, write_section  # noqa: E402
 from textvae.training import Trainer, TrainConfig  # noqa: E402
 
 AGG_INNER = 60      # encoder steps per decoder step early in aggressive training (issue 3: "about 60")
@@ -269,8 +269,7 @@ def main() -> None:
         curves["fp32 seed+1"] = curve(data, args.curve_epochs, "fp32", seed=783436)   # the scale of "noise"
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
+    cpu = cpu_model()
     lines = ["## Training throughput (PTB configuration)", "",
              f"Machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, commit {commit}, "
              f"{dt.date.today().isoformat()}; load average at the start {load0:.1f}, at the end "
@@ -322,18 +321,6 @@ def main() -> None:
     print(section)
     if args.write:
         write_section(Path(args.write), "## Training throughput", section)
-
-
-def write_section(path: Path, heading: str, section: str) -> None:
-    """Replace (or append) the section starting at ``heading`` up to the next ``## `` heading."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if heading in text:
-        start = text.index(heading)
-        nxt = text.find("\n## ", start + len(heading))
-        text = text[:start] + section + (text[nxt + 1:] if nxt != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 if __name__ == "__main__":

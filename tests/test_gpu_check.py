@@ -13,14 +13,8 @@ from conftest import REPO
 
 
 def _has_bf16_lstm() -> bool:
-    import torch
-
-    from textvae.checkpoint import _bf16_lstm_probe
-    try:
-        _bf16_lstm_probe(torch.device("cpu"))
-        return True
-    except RuntimeError:
-        return False
+    from textvae.checkpoint import bf16_supported
+    return bf16_supported("cpu")
 
 
 @pytest.mark.slow

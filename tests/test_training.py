@@ -346,11 +346,7 @@ def test_bf16_on_a_machine_without_bf16_lstm_kernels_is_one_line(tmp_path, monke
 def test_bf16_cli_trains_or_refuses_as_this_machine_allows(tmp_path):
     """`textvae train --precision bf16` here: trains where bfloat16 LSTM kernels exist, else exits 1 with one line."""
     import textvae.checkpoint as ck
-    try:
-        ck._bf16_lstm_probe(torch.device("cpu"))
-        supported = True
-    except RuntimeError:
-        supported = False
+    supported = ck.bf16_supported("cpu")
     d = _corpus(tmp_path, b"a b c\nd e\n")
     p = run_cli("train", "--data", d, "--out", tmp_path / "run", "--method", "vae", "--epochs", "1",
                 "--precision", "bf16", "--device", "cpu", *TINY, check=False)

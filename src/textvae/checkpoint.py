@@ -86,6 +86,15 @@ def check_bf16(device: torch.device) -> None:
                           f"({reason}); use --precision fp32 (params.yaml: training.precision)") from None
 
 
+def bf16_supported(device: torch.device | str = "cpu") -> bool:
+    """Whether ``--precision bf16`` can run on ``device`` (see :func:`check_bf16`)."""
+    try:
+        check_bf16(torch.device(device))
+    except ConfigError:
+        return False
+    return True
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Vocab, dict]:
     """``(model in eval mode on device, vocab, checkpoint dict)``."""
     ckpt = load_checkpoint(path, map_location="cpu")
