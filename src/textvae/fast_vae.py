@@ -221,7 +221,7 @@ class FastVAE:
             haug = torch.zeros(rows, hp + AUG_COLS, dtype=torch.bfloat16, device=dev)
             haug[:, :hp] = h                                                   # bf16 copy of h (next step's input)
         parts = []                                       # per tile: token NLLs (fp32/safe) or Σ_v exp(out_v)
-        out_t = []                                       # bf16 fast path: the target's entry of out, per step
+        out_t = []                                       # fast paths: the target's logit (or out entry), per step
         fast16 = bf16 and not safe
         fast32 = not bf16 and not safe
         pending: list[tuple[torch.Tensor, torch.Tensor]] = []   # (h or h̃, targets) of steps not yet projected
@@ -265,7 +265,8 @@ class FastVAE:
                 haug[:, hp] = -shift
             if fast16:
                 # out = bf16(W̃ h̃ − c̃) has its target entry ≈ 0, so −log p = log Σ_v exp(out_v) − out_t needs no
-                # max-shift; exp and the sum run in fp32 (faster on CPU than a bf16 exp and a widening sum). out_t is the same bf16-operand dot product in fp32.
+                # max-shift; exp and the sum run in fp32 (on CPU faster than a bf16 exp and a widening sum).
+                # out_t is the same bf16-operand dot product in fp32.
                 out_t.append((haug[:r].float() * self.dec_wp_aug[tg[:r]].float()).sum(1))
             elif fast32:
                 # −log p = log Σ_v exp(l_v) − l_t without a max-shift (float32 holds logits below 88; the safe
