@@ -678,6 +678,20 @@ def test_factors_shape_words_across_the_sentence():
         assert sum(inside) / len(inside) > 4 * sum(outside) / len(outside) + 0.01, (factor, value, word)
 
 
+def test_sentence_ends_show_the_label_more_often_than_the_tense():
+    """grammar-v3's point (docs/demo.md): an LSTM encoder's final state summarises the end of a sentence, so
+    the label (sentiment) must be what the last words show most; under grammar-v2 the time adverbial was."""
+    from textvae import synthetic
+
+    corpus = synthetic.generate(seed=5, sizes={"train": 3000})["train"]
+    tags = {w for lex in synthetic._LEXICON.sent.values() for tag in lex["tags"] for w in tag}
+    times = {w for adverbials in synthetic._TIME.values() for phrase in adverbials for w in phrase.split()}
+    ends = [ex.tokens[-4:-1] for ex in corpus]  # the three words before the final mark
+    shows_label = sum(any(w in tags for w in end) for end in ends) / len(ends)
+    shows_tense = sum(any(w in times for w in end) and not any(w in tags for w in end) for end in ends) / len(ends)
+    assert shows_label > 0.7 and shows_label > 2 * shows_tense, (shows_label, shows_tense)
+
+
 def test_cli(tmp_path, capsys):
     import argparse
 

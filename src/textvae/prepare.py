@@ -349,7 +349,7 @@ def _prepare(dataset: str, out: Path, *, source: str | Path | None = None,
         aux["factors.json"] = json.dumps(synthetic.describe(), indent=2) + "\n"
         stats = {
             "dataset": dataset,
-            "variant": "grammar-v2",
+            "variant": synthetic.GRAMMAR,
             "format": "labelled",
             "description": synthetic.DESCRIPTION,
             "label": synthetic.LABEL_FACTOR,

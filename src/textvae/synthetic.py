@@ -6,8 +6,9 @@ factor shapes words across the whole sentence:
 - ``topic`` (6 values: food, sports, music, travel, technology, garden) picks the object nouns, the verbs,
   the neutral adjectives and the prepositional phrase (each topic has its own preposition and places);
 - ``sentiment`` (negative, positive) picks the evaluative adjectives, sometimes the verb (love/enjoy vs
-  hate/regret), the connective of the second clause (``and`` vs ``but``) and its adjective or feeling,
-  and makes an adverb, a closing tag and ``!`` more or less likely;
+  hate/regret), the connective of the second clause (``and`` vs ``but``) and its adjective or feeling, the
+  closing tag (``highly recommended`` vs ``never again``; most sentences have one), and makes an adverb and
+  ``!`` more or less likely;
 - ``tense`` (past, present, future) picks every verb form, the copulas and the sentence-final time adverbial;
 - ``subject`` (i, you, he, she, we, they) picks the subject, the possessive determiners, the pronoun of the
   second clause and the verb agreement.
@@ -15,7 +16,12 @@ factor shapes words across the whole sentence:
 Template: ``SUBJ [ADV] VERB NP [PREP NP] [CONJ CLAUSE] [TIME] [, TAG] MARK`` (6-20 tokens). The optional
 parts' probabilities depend on the factors, so the form of a sentence, not only its words, carries them;
 few choices are left that no factor explains (grammar-v1, whose optional parts were independent of the
-factors, made an AE-pretrained VAE spend its latent on sentence form instead of the factors).
+factors, made an AE-pretrained VAE spend its latent on sentence form instead of the factors). The chances
+are the table ``FORM``. grammar-v3 differs from v2 in one entry: the closing tag ends 80 % of the sentences
+of either sentiment (v2: 30 % negative, 8 % positive), so that, as in review text, the label is the factor
+the end of a sentence shows most; an LSTM encoder's final state summarises that end, and under v2 the
+tense's time adverbial dominated it and an unsupervised probe of the label was at the mercy of the seed
+(docs/demo.md).
 
 The label written for the classification probe is the **sentiment** (``0`` negative, ``1`` positive), as
 for the paper's Yelp data; all four factors of every sentence are also written to ``SPLIT.factors.jsonl``.
@@ -39,7 +45,8 @@ MIN_LEN, MAX_LEN = 6, 20
 OFF_TOPIC = 0.08  # chance that a content word comes from another topic
 FLIP_POLARITY = 0.06  # chance that an evaluative word has the other polarity
 
-DESCRIPTION = ("embedded latent-factor grammar corpus (textvae.synthetic grammar-v2): factors topic (6), "
+GRAMMAR = "grammar-v3"  # the version written to stats.json and factors.json
+DESCRIPTION = (f"embedded latent-factor grammar corpus (textvae.synthetic {GRAMMAR}): factors topic (6), "
                "sentiment (2), tense (3), subject (6); label = sentiment (0 negative, 1 positive)")
 
 TOPICS = ("food", "sports", "music", "travel", "technology", "garden")
@@ -152,6 +159,20 @@ _SUBJ = {  # realisations (pronoun first), possessive, third-person singular?, p
     "we": (("we", "my family and i"), "our", False, True),
     "they": (("they", "my friends", "my parents", "the kids"), "their", False, True),
 }
+# Chances of the optional parts of the template, by sentiment (negative, positive): adverb, a love/hate verb
+# instead of a topic verb, prepositional phrase, second clause, time adverbial, closing tag; "clause_it" is
+# the chance that the second clause is "it was ADJ" rather than "PRON felt FEELING", "intens" that its
+# adjective gets an intensifier. The module docstring says why "tag" changed from grammar-v2.
+FORM = {
+    "adverb": (0.45, 0.12),
+    "sentiment_verb": (0.15, 0.15),
+    "pp": (0.65, 0.65),
+    "clause": (0.75, 0.75),
+    "clause_it": (0.5, 0.5),
+    "intens": (0.2, 0.2),
+    "time": (0.75, 0.75),
+    "tag": (0.8, 0.8),  # grammar-v2: (0.3, 0.08)
+}
 _INTENS = ("very", "really", "quite", "so", "truly", "pretty", "rather")
 _CONJ = {"positive": "and", "negative": "but"}
 
@@ -258,24 +279,25 @@ class _Gen:
         and, through the probabilities of the optional parts, much of the form."""
         forms, possessive, third_sg, _plural = _SUBJ[subject]
         neg = sentiment == "negative"
+        form = {part: p[0] if neg else p[1] for part, p in FORM.items()}
         words: list[str] = []
         subj_words = forms[0] if len(forms) == 1 or self.flip(0.7) else self.pick(forms[1:], 1.0)
         words += subj_words.split()
-        if self.flip(0.45 if neg else 0.12):
+        if self.flip(form["adverb"]):
             words.append(self.pick(self.sent_lex(sentiment)["advs"], 1.1))
-        if self.flip(0.15):
+        if self.flip(form["sentiment_verb"]):
             verb_forms = self.pick(self.sent_lex(sentiment)["verbs"], 1.1)
         else:
             verb_forms = self.pick(self.topic_lex(topic)["verbs"], 1.1)
         words += self.verb(verb_forms, tense, third_sg)
         words += self.noun_phrase(topic, sentiment, possessive)
-        if self.flip(0.65):
+        if self.flip(form["pp"]):
             lex = self.topic_lex(topic)
             words += [lex["prep"]] + self.noun_phrase(topic, sentiment, possessive, head=self.pick(lex["places"], 1.1))
-        if self.flip(0.75):
+        if self.flip(form["clause"]):
             words.append(_CONJ[sentiment] if not self.flip(FLIP_POLARITY) else _CONJ["positive" if neg else "negative"])
             sl = self.sent_lex(sentiment)
-            if self.flip(0.5):
+            if self.flip(form["clause_it"]):
                 words += ["it"] + self.copula(tense, None)
                 tail = self.pick(sl["adjs"], 1.1)
             else:
@@ -284,13 +306,13 @@ class _Gen:
                     tense, ["feels" if third_sg else "feel"])
                 words += [pron] + feel
                 tail = self.pick(sl["feelings"], 1.1)
-            if self.flip(0.2):
+            if self.flip(form["intens"]):
                 words.append(self.pick(_INTENS, 1.1))
             words.append(tail)
-        if self.flip(0.75):
+        if self.flip(form["time"]):
             words += self.pick(_TIME[tense], 1.1).split()
         sl = self.sent_lex(sentiment)
-        if self.flip(0.3 if neg else 0.08):
+        if self.flip(form["tag"]):
             words += [","] + self.pick(sl["tags"], 1.0)
         words.append(self.rng.choices(sl["marks"], weights=sl["mark_weights"])[0])
         return words
@@ -323,7 +345,7 @@ def describe() -> dict:
             vocab.update(forms)
         vocab.update(lex["places"] + lex["adjs"])
     return {
-        "generator": "textvae.synthetic grammar-v2",
+        "generator": f"textvae.synthetic {GRAMMAR}",
         "label_factor": LABEL_FACTOR,
         "labels": {str(i): v for i, v in enumerate(SENTIMENTS)},
         "factors": {"topic": list(TOPICS), "sentiment": list(SENTIMENTS), "tense": list(TENSES),
