@@ -209,3 +209,22 @@ def test_a_table_outside_the_experiment_is_not_run_and_asks_for_no_file(params, 
     assert by_table["table10"].evidence == ["table10 is not part of this experiment"]
     reporting.render(plan, exp, "claims", tmp_path / "claims.md", tmp_path)
     assert "lam9" not in (tmp_path / "claims.md").read_text()
+
+
+def test_readme_demo_tables_are_the_committed_reports():
+    """The README's two demo tables are workflow/scripts/readme_tables.py's output on the committed
+    reports/{demo,demo_seeds,demo_corpus2}/, not numbers typed by hand."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    script = [sys.executable, str(root / "workflow/scripts/readme_tables.py")]
+    claims_table = subprocess.run(script + ["claims", "demo", "demo_seeds", "demo_corpus2", "--labels", "demo",
+                                            "3 seeds", "corpus 2", "--reports", str(root / "reports")],
+                                  check=True, capture_output=True, text=True).stdout
+    summary = subprocess.run(script + ["summary", "demo", "--reports", str(root / "reports")],
+                             check=True, capture_output=True, text=True).stdout
+    assert claims_table.count("\n") >= 15 and summary.count("\n") >= 6
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert claims_table in readme
+    assert summary in readme
