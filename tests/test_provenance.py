@@ -55,3 +55,24 @@ def test_refuses_with_missing_results(tmp_path, params, monkeypatch):
     with pytest.raises(DataError, match="missing, e.g. results/ptb_cpu/"):
         provenance.write(plan, "ptb_cpu", tmp_path)
     assert not (tmp_path / "reports").exists()
+
+
+def test_commit_line_ignores_rewritten_reports(tmp_path, monkeypatch):
+    """Rewriting reports/ (what `textvae report` does) is not a code change; a changed tracked file elsewhere is."""
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "table1.md").write_text("old\n")
+    (tmp_path / "train.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    monkeypatch.chdir(tmp_path)
+    assert not provenance._code_changed()
+    (tmp_path / "reports" / "table1.md").write_text("new\n")
+    assert not provenance._code_changed()
+    (tmp_path / "train.py").write_text("x = 2\n")
+    assert provenance._code_changed()

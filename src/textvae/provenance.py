@@ -55,6 +55,12 @@ def _git(*args: str) -> str:
         return "unknown"
 
 
+def _code_changed() -> bool:
+    """Whether tracked files outside ``reports/`` differ from HEAD (the reports being rewritten are outputs,
+    not a change of what produced them)."""
+    return _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)reports") not in ("", "unknown")
+
+
 def run_rows(root: Path, runs: list[Run]) -> list[dict]:
     rows = []
     for run in runs:
@@ -109,9 +115,8 @@ def write(plan: Plan, exp_name: str, root: str | Path = ".", command: str | None
 
     lines = [f"# Provenance: experiment `{exp_name}`", "",
              f"- command: `{command or f'snakemake --cores {os.cpu_count()} {exp_name}'}`",
-             f"- commit: `{_git('rev-parse', 'HEAD')}`" + (" (with uncommitted changes)"
-                                                          if _git("status", "--porcelain", "--untracked-files=no")
-                                                          not in ("", "unknown") else ""),
+             f"- commit: `{_git('rev-parse', 'HEAD')}`" + (" (with uncommitted changes outside reports/)"
+                                                          if _code_changed() else ""),
              f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
              f"Python {platform.python_version()}, torch {torch.__version__}",
              f"- first training started {min(starts) if starts else '—'}; this page written "
