@@ -679,7 +679,7 @@ def test_factors_shape_words_across_the_sentence():
 
 
 def test_sentence_ends_show_the_label_more_often_than_the_tense():
-    """grammar-v3's point (docs/demo.md): an LSTM encoder's final state summarises the end of a sentence, so
+    """grammar-v3's point (docs/data.md): an LSTM encoder's final state summarises the end of a sentence, so
     the label (sentiment) must be what the last words show most; under grammar-v2 the time adverbial was."""
     from textvae import synthetic
 

@@ -21,7 +21,7 @@ are the table ``FORM``. grammar-v3 differs from v2 in one entry: the closing tag
 of either sentiment (v2: 30 % negative, 8 % positive), so that, as in review text, the label is the factor
 the end of a sentence shows most; an LSTM encoder's final state summarises that end, and under v2 the
 tense's time adverbial dominated it and an unsupervised probe of the label was at the mercy of the seed
-(docs/demo.md).
+(docs/data.md).
 
 The label written for the classification probe is the **sentiment** (``0`` negative, ``1`` positive), as
 for the paper's Yelp data; all four factors of every sentence are also written to ``SPLIT.factors.jsonl``.

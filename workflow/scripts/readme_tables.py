@@ -17,35 +17,34 @@ from pathlib import Path
 from textvae.report_format import md_table
 
 
-def md_rows(path: Path) -> list[tuple[str, list[str]]]:
-    """``[(heading, cells)]`` for every row of every markdown table in ``path`` (header and rule lines
-    skipped); ``heading`` is the last ``#`` heading above the row."""
-    out, heading, header_next = [], "", False
-    for line in path.read_text(encoding="utf-8").splitlines():
+def md_tables(path: Path) -> list[tuple[str, list[str], list[list[str]]]]:
+    """``[(heading, header cells, row cells)]`` for every markdown table in ``path``; ``heading`` is the last
+    ``#`` heading above the table."""
+    tables, heading, lines = [], "", path.read_text(encoding="utf-8").splitlines() + [""]
+    block: list[list[str]] = []
+    for line in lines:
+        if line.startswith("|"):
+            block.append([c.strip() for c in line.strip().strip("|").split("|")])
+            continue
+        if len(block) >= 2:
+            tables.append((heading, block[0], block[2:]))
+        block = []
         if line.startswith("#"):
             heading = line.lstrip("#").strip()
-        if not line.startswith("|"):
-            header_next = True
-            continue
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if header_next or set("".join(cells)) <= set("-:"):
-            header_next = False
-            continue
-        out.append((heading, cells))
-    return out
+    return tables
 
 
 def claims_table(reports: Path, experiments: list[str], labels: list[str]) -> str:
     tables = []
     for exp in experiments:
         claims: dict[str, dict[str, str]] = {}
-        for heading, cells in md_rows(reports / exp / "claims.md"):
-            if len(cells) != 4:
+        for heading, header, rows in md_tables(reports / exp / "claims.md"):
+            if header[:1] != ["Claim"]:
                 continue
-            text, where, verdict, numbers = cells
-            text += " *(demo check)*" if "acceptance" in heading else ""
-            claims[text] = {"table": where.split("]", 1)[0].lstrip("[").replace("Table ", "T"),
-                            "mark": verdict.split()[0], "numbers": numbers}
+            for text, where, verdict, numbers in rows:
+                text += " *(demo check)*" if "acceptance" in heading else ""
+                claims[text] = {"table": where.split("]", 1)[0].lstrip("[").replace("Table ", "T"),
+                                "mark": verdict.split()[0], "numbers": numbers}
         if not claims:
             raise SystemExit(f"{reports / exp / 'claims.md'}: no claims table found")
         tables.append(claims)
@@ -56,30 +55,26 @@ def claims_table(reports: Path, experiments: list[str], labels: list[str]) -> st
 
 
 def summary_table(reports: Path, experiment: str) -> str:
-    def cells(table: str) -> tuple[list[str], dict[str, list[str]]]:
+    def method_rows(table: str) -> tuple[list[str], dict[str, dict[str, str]]]:
         path = reports / experiment / f"{table}.md"
-        lines = [l for l in path.read_text(encoding="utf-8").splitlines() if l.startswith("| Method")]
-        if not lines:
-            raise SystemExit(f"{path}: no table with a Method column")
-        header = [c.strip() for c in lines[0].strip().strip("|").split("|")]
-        return header, {c[0]: c for _, c in md_rows(path) if len(c) == len(header)}
+        for _, header, rows in md_tables(path):
+            if header[:1] == ["Method"]:
+                return header, {r[0]: dict(zip(header, r)) for r in rows}
+        raise SystemExit(f"{path}: no table with a Method column")
 
-    h10, t10 = cells("table10")
-    h4, t4 = cells("table4")
-    h8, t8 = cells("table8")
+    _, t10 = method_rows("table10")
+    _, t4 = method_rows("table4")
+    h8, t8 = method_rows("table8")
     wanted = ["VAE", "+ anneal", "AE"] + sorted((m for m in t10 if m.startswith("Ours")),
                                                 key=lambda m: float(m.split("=")[1].rstrip(")")))
     rows = []
     for m in wanted:
-        r10 = dict(zip(h10, t10[m]))
-        r4 = dict(zip(h4, t4.get(m, [])))
-        r8 = dict(zip(h8, t8.get(m, [])))
+        r10, r8 = t10[m], t8.get(m, {})
         linear = " / ".join(r8[k] for k in h8[2:]) if r8 else "—"
-        rows.append([m, *(r10.get(k, "—") for k in ("PPL", "Recon", "KL", "MI", "AU")), r4.get("BLEU", "—"),
-                     r8.get("0 (GMM)", "—"), linear])
-    labels = " / ".join(h8[2:])
+        rows.append([m, *(r10.get(k, "—") for k in ("PPL", "Recon", "KL", "MI", "AU")),
+                     t4.get(m, {}).get("BLEU", "—"), r8.get("0 (GMM)", "—"), linear])
     return md_table(["Method", "PPL", "Recon", "KL", "MI", "AU", "BLEU", "GMM acc.",
-                     f"linear acc., {labels} labels"], rows, ["left"] + ["right"] * 8)
+                     f"linear acc., {' / '.join(h8[2:])} labels"], rows, ["left"] + ["right"] * 8)
 
 
 def main(argv: list[str] | None = None) -> int:
