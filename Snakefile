@@ -5,14 +5,14 @@
 #   snakemake --cores 8 --resources gpu=2 -- paper             # every table and figure of the paper
 #   snakemake --cores 8 --resources gpu=2                      # everything (target `all`: paper and demo)
 #
-# params.yaml holds every experiment knob; the jobs (commands, inputs, outputs) come from textvae.pipeline,
+# params.yaml holds every experiment knob; the jobs (commands, inputs, outputs) come from textvae.plan.pipeline,
 # which also generates dvc.yaml, so `dvc repro` runs the same commands on the same paths.
 import sys
 
 from snakemake.utils import min_version
 
-from textvae import settings
-from textvae.errors import ConfigError
+from textvae.config import settings
+from textvae.core.errors import ConfigError
 
 min_version("8.0")
 

@@ -62,11 +62,11 @@ runs when it has any (marked otherwise):
    list of the epoch (so they follow the epoch's length distribution), in a shuffled order, the same batch
    shapes on both sides (both codebases build the same exact-length batches; checked).
 3. ``iw``: IW-NLL at K = ``-K``: the authors' ``vae.nll_iw`` (chunks of ns = 100 samples) vs
-   ``textvae.fast_vae.iw_log_likelihood`` fp32 and bf16, on the SAME weights (the authors' initialisation,
+   ``textvae.evaluation.fast_vae.iw_log_likelihood`` fp32 and bf16, on the SAME weights (the authors' initialisation,
    copied into a textvae VAE; parameter map in ``AUTHORS_TO_TEXTVAE``) and the same ``--iw-sentences`` test
    sentences (one per length stratum), one sentence per timing window. Both NLLs per sentence are recorded.
 4. ``test``: a plain test pass on the whole PTB test set (3,761 sentences): the authors' test() + calc_au vs
-   ``textvae.evaluation.evaluate_model(..., iw_samples=0)`` (``textvae evaluate --iw-samples 0``: Recon, KL,
+   ``textvae.evaluation.evaluate.evaluate_model(..., iw_samples=0)`` (``textvae evaluate --iw-samples 0``: Recon, KL,
    −ELBO, MI (Li and He), AU; no IW estimate, as their test()), seconds. Its metrics are all fp32 whatever the
    precision, so only the fp32 side is timed.
 
@@ -75,7 +75,7 @@ the PTB file in question (computed from it). Load: /proc/loadavg before and afte
 timed window the CPU time of OTHER processes (/proc/stat busy jiffies minus this process's own utime+stime
 from /proc/self/stat) over the window's wall time; windows above 0.05 cores are flagged. Both sides use the
 same ``torch.set_num_threads`` (``--threads``, default: all cores). bf16 is textvae's only (the authors' code
-is fp32); on a CPU without bfloat16 LSTM kernels (textvae.checkpoint.check_bf16) the bf16 rows are skipped
+is fp32); on a CPU without bfloat16 LSTM kernels (textvae.modeling.checkpoint.check_bf16) the bf16 rows are skipped
 with the reason recorded. Also checked, untimed, in the first (``prep``) process: the same vocabulary, the
 same batch shapes, the same token ids, and log p(x|z) / q(z|x) of both models on the same z.
 
@@ -496,10 +496,10 @@ def worker_prep(spec: dict) -> dict:
     """Untimed: the authors' initial weights (their init, their seed), the same weights as a textvae
     checkpoint, and the checks that both sides see the same data and compute the same model."""
     torch = _torch(spec["threads"])
-    from textvae.checkpoint import atomic_save, check_bf16, model_payload
-    from textvae.data import Vocab, make_batches, read_corpus
-    from textvae.errors import ConfigError
-    from textvae.model import VAE, ModelConfig
+    from textvae.modeling.checkpoint import atomic_save, check_bf16, model_payload
+    from textvae.corpora.data import Vocab, make_batches, read_corpus
+    from textvae.core.errors import ConfigError
+    from textvae.modeling.model import VAE, ModelConfig
     A = import_authors(Path(spec["patched"]))
     train_f, valid_f, test_f = _paths(spec)
     args = authors_args(A, [], train_f, valid_f, test_f)
@@ -600,8 +600,8 @@ def weight_copy_check(patched: str, train_file: str, test_file: str, sentences: 
     """The weight correspondence on a corpus of one's choice (tests/test_bench_authors.py runs it in a
     subprocess: it imports the authors' top-level modules ``data``, ``modules``, ``utils``)."""
     import torch
-    from textvae.data import Vocab, read_corpus
-    from textvae.model import VAE, ModelConfig
+    from textvae.corpora.data import Vocab, read_corpus
+    from textvae.modeling.model import VAE, ModelConfig
     A = import_authors(Path(patched))
     args = authors_args(A, [], train_file, train_file, test_file)
     st = authors_setup(A, args, with_optim=False)
@@ -640,7 +640,7 @@ def worker_train(spec: dict) -> dict:
         import inspect
 
         from bench_train import shared_ptb
-        from textvae.training import TrainConfig, Trainer
+        from textvae.training.trainer import TrainConfig, Trainer
         ours = workload == "train_ours"
         cfg = TrainConfig(method="ours" if ours else "vae", lam=LAM if ours else None,
                           init_from=spec["tv_ckpt"] if ours else None, precision=precision, progress=False,
@@ -668,7 +668,7 @@ def worker_train(spec: dict) -> dict:
             acc["tot_kl"] += kl.detach().sum().item()
             acc["n"] += b
             return b, b * (x.size(1) - 1)
-        info = {"loop": f"textvae.training.Trainer.train_epoch (src/textvae/training.py lines {first}-"
+        info = {"loop": f"textvae.training.trainer.Trainer.train_epoch (src/textvae/training/trainer.py lines {first}-"
                         f"{first + len(src) - 1})", "method": cfg.method, "lam": cfg.lam, "lr": t.lr0}
     if shapes != spec["batch_shapes"]:
         raise SystemExit(f"batch shapes differ from the plan: {shapes[:5]} vs {spec['batch_shapes'][:5]}")
@@ -716,9 +716,9 @@ def worker_iw(spec: dict) -> dict:
                 toks.append(x.size(1) - 1)
         info = {"call": "VAE.nll_iw per sentence (calc_iwnll's loop body, utils.py lines 67-69)", "ns": ns}
     else:
-        from textvae.checkpoint import load_model
-        from textvae.data import read_corpus
-        from textvae.fast_vae import FastVAE, iw_log_likelihood
+        from textvae.modeling.checkpoint import load_model
+        from textvae.corpora.data import read_corpus
+        from textvae.evaluation.fast_vae import FastVAE, iw_log_likelihood
         model, vocab, _ = load_model(spec["tv_ckpt"])
         sents = read_corpus(spec["test_file"]).sentences
         exs = [vocab.encode(sents[i]) for i in ids]
@@ -732,7 +732,7 @@ def worker_iw(spec: dict) -> dict:
             windows.append(w.stop())
             nll.append(-float(lp[0]))
             toks.append(len(ex) - 1)
-        info = {"call": "textvae.fast_vae.iw_log_likelihood(FastVAE, [sentence], K) per sentence",
+        info = {"call": "textvae.evaluation.fast_vae.iw_log_likelihood(FastVAE, [sentence], K) per sentence",
                 "fastvae_build_s": round(build, 4)}
     m = merge_windows(windows)
     return {**info, "K": K, "window": m, "windows": windows, "nll": nll, "tokens_per_sentence": toks,
@@ -767,15 +767,15 @@ def worker_test(spec: dict) -> dict:
                 "parts_s": {"create_data_batch": t1 - w.t0, "test": t2 - t1, "calc_au": t3 - t2},
                 "metrics": {"neg_elbo": nll, "kl": kl, "rec": nll - kl, "mi": float(mi), "au": int(au),
                             "ppl_elbo": float(ppl)}}
-    from textvae.checkpoint import load_model
-    from textvae.data import read_corpus
-    from textvae.evaluation import evaluate_model
+    from textvae.modeling.checkpoint import load_model
+    from textvae.corpora.data import read_corpus
+    from textvae.evaluation.evaluate import evaluate_model
     model, vocab, _ = load_model(spec["tv_ckpt"])
     sents = read_corpus(spec["test_file"]).sentences
     w = Window()
     res = evaluate_model(model, vocab, sents, iw_samples=0, precision=spec["precision"], device="cpu")
     win = w.stop()
-    return {"call": "textvae.evaluation.evaluate_model(model, vocab, sentences, iw_samples=0)", "window": win,
+    return {"call": "textvae.evaluation.evaluate.evaluate_model(model, vocab, sentences, iw_samples=0)", "window": win,
             "sentences": len(sents), "seconds": win["seconds"], "seconds_without_iw": win["seconds"],
             "evaluate_model_seconds": res["seconds"],
             "metrics": {"neg_elbo": res["neg_elbo"], "kl": res["kl"], "rec": res["rec"], "mi": res["mi_li"],

@@ -5,7 +5,7 @@ Measures, on this machine:
     the LSTM recurrence [rows,H]x[H,4H];
   * the authors' loop (one sentence at a time, chunks of 100 samples, re-encode per chunk, nn.LSTM decoder over
     [100, T, V] logits) — reimplemented here with the project's model modules, as the baseline;
-  * ours (textvae.fast_vae.iw_log_likelihood), fp32 and bf16, on real PTB test sentences;
+  * ours (textvae.evaluation.fast_vae.iw_log_likelihood), fp32 and bf16, on real PTB test sentences;
   * optionally, the bf16-vs-fp32 NLL difference on a trained checkpoint (--trained).
 Speed is measured with a random-weight model of the PTB sizes (vocab 10,002 from ptb.train.txt, emb 256, hidden
 256, nz 32): the arithmetic does not depend on the weights. Costs scale with the number of predicted tokens, so
@@ -34,10 +34,10 @@ from pathlib import Path
 import torch
 
 from bench_common import cpu_model, sh, write_section
-from textvae.checkpoint import load_model
-from textvae.data import Vocab, count_tokens, read_corpus, split_path
-from textvae.fast_vae import FastVAE, iw_log_likelihood
-from textvae.model import ModelConfig, VAE, log_normal_diag, log_standard_normal, reparameterize, token_nll
+from textvae.modeling.checkpoint import load_model
+from textvae.corpora.data import Vocab, count_tokens, read_corpus, split_path
+from textvae.evaluation.fast_vae import FastVAE, iw_log_likelihood
+from textvae.modeling.model import ModelConfig, VAE, log_normal_diag, log_standard_normal, reparameterize, token_nll
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TEXTVAE_SHARED_DATA", ROOT.parent / "shared" / "data"))

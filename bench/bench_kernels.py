@@ -2,7 +2,7 @@
 
     python bench/bench_kernels.py [--reps 5] [--processes 4]
 
-1. vocabulary padding: ``textvae.model.projected_nll`` forward + backward on [32, 22, 256] states against a
+1. vocabulary padding: ``textvae.modeling.model.projected_nll`` forward + backward on [32, 22, 256] states against a
    [V, 256] projection, V = 10,002 (PTB) and 10,016 (padded to a multiple of 16), fp32 and bf16 autocast,
    interleaved, best of ``--reps``;
 2. the IW fast path's per-tile operations on a [512, 10,002] tile: the bf16 matmul, a bf16 ``exp_`` with a
@@ -39,7 +39,7 @@ def best_ms(fn, reps: int, number: int = 10) -> float:
 
 
 def padding(reps: int) -> None:
-    from textvae.model import projected_nll
+    from textvae.modeling.model import projected_nll
     torch.manual_seed(0)
     res: dict = {}
     for _ in range(reps):
@@ -73,9 +73,9 @@ def tile_ops(reps: int) -> None:
 
 CHILD = """
 import random, sys, time, torch
-from textvae.data import Vocab, read_corpus
-from textvae.fast_vae import FastVAE, iw_log_likelihood
-from textvae.model import VAE, ModelConfig
+from textvae.corpora.data import Vocab, read_corpus
+from textvae.evaluation.fast_vae import FastVAE, iw_log_likelihood
+from textvae.modeling.model import VAE, ModelConfig
 shared = sys.argv[1]
 train = read_corpus(shared + '/ptb/ptb.train.txt'); test = read_corpus(shared + '/ptb/ptb.test.txt')
 vocab = Vocab.build(train.sentences); torch.manual_seed(0)

@@ -3,7 +3,7 @@
     python bench/bench_precision.py [--sizes 1 3 10 30 60] [-K 1000] [--plain] [--repeat 2] [--write BENCHMARKS.md]
 
 For each set size N (random PTB test sentences, the same for both precisions) it times the whole
-``textvae.evaluation.evaluate_model`` call, as ``textvae evaluate`` runs it: fp32, then bf16 with the default
+``textvae.evaluation.evaluate.evaluate_model`` call, as ``textvae evaluate`` runs it: fp32, then bf16 with the default
 check (``--precision-check 50``: fp32 on min(50, N / 10) sentences, or one sentence at K / 10 samples below 10
 sentences), alternating, ``--repeat`` times, best kept. ``--plain`` adds the plain test pass (the whole PTB test
 set at K = 1: Recon, KL, MI, AU and a one-sample IW). Random weights of the PTB sizes (vocabulary from
@@ -28,10 +28,10 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_common import cpu_model, publish  # noqa: E402
-from textvae.checkpoint import check_bf16  # noqa: E402
-from textvae.data import Vocab, count_tokens, read_corpus  # noqa: E402
-from textvae.evaluation import evaluate_model  # noqa: E402
-from textvae.model import VAE, ModelConfig  # noqa: E402
+from textvae.modeling.checkpoint import check_bf16  # noqa: E402
+from textvae.corpora.data import Vocab, count_tokens, read_corpus  # noqa: E402
+from textvae.evaluation.evaluate import evaluate_model  # noqa: E402
+from textvae.modeling.model import VAE, ModelConfig  # noqa: E402
 
 SHARED = Path(os.environ.get("TEXTVAE_SHARED_DATA", REPO.parent / "shared" / "data"))
 HEADING = "## bf16 against fp32 by set size (`textvae evaluate`)"

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_common import cpu_model, publish  # noqa: E402
 from bench_train import PTB_SIZES, shared_ptb  # noqa: E402
-from textvae.training import TrainConfig, Trainer  # noqa: E402
+from textvae.training.trainer import TrainConfig, Trainer  # noqa: E402
 
 HEADING = "## Where a training step's time goes (profiler)"
 

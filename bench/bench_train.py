@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from bench_common import cpu_model, write_section  # noqa: E402
-from textvae.training import Trainer, TrainConfig  # noqa: E402
+from textvae.training.trainer import Trainer, TrainConfig  # noqa: E402
 
 AGG_INNER = 60      # encoder steps per decoder step early in aggressive training (issue 3: "about 60")
 PTB_SIZES = dict(enc_emb=256, dec_emb=256, enc_hidden=256, dec_hidden=256, nz=32)
@@ -158,7 +158,7 @@ def flops_bound(rate_gflops: float, tokens_per_sentence: float = 22.1, v: int = 
 
 def components(precision: str, b: int = 32, t: int = 22, v: int = 10002, reps: int = 10) -> dict:
     """Milliseconds of forward + backward of each part of one PTB training step on a [b, t] batch."""
-    from textvae.model import projected_nll, token_nll
+    from textvae.modeling.model import projected_nll, token_nll
     e = h = 256
     nz = 32
     enc, dec = torch.nn.LSTM(e, h, batch_first=True), torch.nn.LSTM(e + nz, h, batch_first=True)
@@ -224,7 +224,7 @@ def main() -> None:
     # an AE checkpoint of the right vocabulary/size for the pretrain-based methods (weights don't matter for speed)
     ae_ckpt = None
     if set(args.methods) & {"ours", "pretrain", "pretrain_anneal"}:
-        from textvae.checkpoint import atomic_save, model_payload
+        from textvae.modeling.checkpoint import atomic_save, model_payload
         ae = Trainer(TrainConfig(method="ae", progress=False, device="cpu"), data, tempfile.mkdtemp(), sizes)
         ae_ckpt = Path(tempfile.mkdtemp()) / "ae.pt"
         atomic_save(model_payload(ae.model, ae.vocab), ae_ckpt)
@@ -233,8 +233,8 @@ def main() -> None:
     # bf16 where the device has bfloat16 LSTM kernels (AVX2-only CPUs have none): the rows it can run, and why not
     skipped = {}
     if "bf16" in args.precision:
-        from textvae.checkpoint import check_bf16, resolve_device
-        from textvae.errors import ConfigError
+        from textvae.modeling.checkpoint import check_bf16, resolve_device
+        from textvae.core.errors import ConfigError
         try:
             check_bf16(resolve_device(args.device))
         except ConfigError as exc:
@@ -254,7 +254,7 @@ def main() -> None:
                 rows.append(r)
                 print(json.dumps(r), flush=True)
     if args.json:
-        from textvae.rundir import atomic_write_text
+        from textvae.core.rundir import atomic_write_text
         info = {"torch": torch.__version__, "sizes": sizes, "threads": torch.get_num_threads(), "data": str(data), "argv": sys.argv[1:],
                 "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
                 "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}}
@@ -307,7 +307,7 @@ def main() -> None:
     for name in next(iter(parts.values())):
         lines.append(f"| {name} | " + " | ".join(f"{parts[p][name]:.1f}" for p in parts) + " |")
     lines += ["", "The vocabulary projection (H·V = 2.6M of the 3.6M multiply-adds per token) and its softmax "
-              "dominate, and in fp32 its three matmuls alone take most of that part. `textvae.model.projected_nll` "
+              "dominate, and in fp32 its three matmuls alone take most of that part. `textvae.modeling.model.projected_nll` "
               "fuses the projection with the cross-entropy (one pass over the [tokens, V] logits instead of about "
               "ten, and half the activation memory in bf16); the rows above compare it with the plain PyTorch form."]
     if curves:

@@ -7,7 +7,7 @@
 Steps, each in its own process group with its own time box inside the overall budget (a hung step is killed and
 the next one runs): env, data (PTB prepared with ``textvae data prepare``), cuda_tests (tests/test_cuda.py),
 train (bench/bench_train.py per method, fp32 and bf16), iw (bench/bench_evaluate.py at K = 1000), packing
-(1, 4, 8, 16 concurrent PTB training jobs through ``python -m textvae.gpu_slots``), tables (the PTB rows of
+(1, 4, 8, 16 concurrent PTB training jobs through ``python -m textvae.workflow.gpu_slots``), tables (the PTB rows of
 Tables 1-3 from params.yaml, the AE first and then all the others at once, for the hours of a full
 reproduction). Results: OUT/gpu_check.json, OUT/gpu_check.md (ready for BENCHMARKS.md) and OUT/gpu_check.log;
 both result files are rewritten after every step, so a killed run still leaves what it measured.
@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
 
 from gpu_check_report import render  # noqa: E402
-from textvae.rundir import atomic_write_text  # noqa: E402
+from textvae.core.rundir import atomic_write_text  # noqa: E402
 
 CARRIED = REPO / "data" / "gpu_check" / "ptb"      # ignored by git; named in the device call's `carry`
 SHARED = REPO.parent / "shared" / "data" / "ptb"
@@ -237,7 +237,7 @@ class Check:
         env = dict(self.env, TEXTVAE_GPU_LOCK_DIR=str(d / "locks"), OMP_NUM_THREADS=self.threads(c))
         if self.smoke:
             env["TEXTVAE_FAKE_GPUS"] = "1"      # the slot pool with one pretend device; the jobs run on the CPU
-        gpu_run = [PY, "-m", "textvae.gpu_slots", "--slots-per-device", c, "--"]
+        gpu_run = [PY, "-m", "textvae.workflow.gpu_slots", "--slots-per-device", c, "--"]
         procs = [self.spawn(gpu_run + self.bench_train_argv(d / f"job{i}.json", ["vae"], ["fp32"],
                                                             self.cfg["pack_seconds"], barrier), env=env)
                  for i in range(c)]
@@ -264,7 +264,7 @@ class Check:
         return rec
 
     def s_tables(self, until: float) -> dict:
-        from textvae.pipeline import Plan
+        from textvae.plan.pipeline import Plan
         plan = Plan.load(REPO / "params.yaml", schema=None)
         exp = plan.experiment("paper")
         runs = []
@@ -300,7 +300,7 @@ class Check:
                    OMP_NUM_THREADS=self.threads(len(group)))
         if self.smoke:
             env["TEXTVAE_FAKE_GPUS"] = "1"
-        gpu_run = [PY, "-m", "textvae.gpu_slots", "--slots-per-device", max(1, len(group)), "--"]
+        gpu_run = [PY, "-m", "textvae.workflow.gpu_slots", "--slots-per-device", max(1, len(group)), "--"]
         procs = []
         for run in group:
             argv = plan.train_job(run).argv

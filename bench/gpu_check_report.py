@@ -125,7 +125,7 @@ def _packing(s: dict) -> list[str]:
         return []
     one = levels[0].get("aggregate_sentences_per_s")
     L = ["", "Packing: N concurrent PTB training jobs (VAE, fp32, batch 32) on the one GPU, each through "
-         "`python -m textvae.gpu_slots --slots-per-device N`, timed together (a barrier starts every job's window "
+         "`python -m textvae.workflow.gpu_slots --slots-per-device N`, timed together (a barrier starts every job's window "
          "at once). Aggregate = all sentences over the span of the windows.", "",
          "| jobs | aggregate sentences/s | per job | vs 1 job | GPU memory used (max) | per job | peak reserved "
          "per job | mean GPU util |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]

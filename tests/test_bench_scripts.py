@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import REPO
-from textvae.checkpoint import bf16_supported
+from textvae.modeling.checkpoint import bf16_supported
 
 SHARED_PTB = REPO.parent / "shared" / "data" / "ptb" / "ptb.train.txt"
 needs = pytest.mark.skipif(not (bf16_supported("cpu") and SHARED_PTB.is_file()),

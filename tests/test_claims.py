@@ -1,4 +1,4 @@
-"""The paper's claims (paper_claims.yaml, textvae.claims): every claim holds on the paper's own numbers, and each
+"""The paper's claims (paper_claims.yaml, textvae.reports.claims): every claim holds on the paper's own numbers, and each
 verdict (holds, fails, not run, missing value) comes out on hand-made result sets."""
 from __future__ import annotations
 
@@ -6,16 +6,18 @@ import json
 from pathlib import Path
 
 from conftest import write_json
-from textvae import claims, reporting
-from textvae.pipeline import Plan, Row
-from textvae.reporting import Results
+from textvae.reports import claims
+from textvae.plan import tables
+from textvae.reports import reporting
+from textvae.plan.pipeline import Plan, Row
+from textvae.reports.reporting import Results
 
 
 def paper_results(plan: Plan, root: Path) -> None:
     """The paper's own numbers (paper_reference.yaml) written as our result files for the paper experiment."""
     ref = reporting.reference()
     exp = plan.experiment("paper")
-    for table in claims.claim_tables("paper"):
+    for table in tables.claim_tables("paper"):
         values = claims.Values(plan, exp, table, None)
         for sec in plan.sections(exp, table):
             ds = sec.paper_datasets[0]
@@ -38,12 +40,12 @@ def test_every_claim_holds_on_the_papers_own_numbers(params, tmp_path):
     """An independent reading: the claims are what the paper's tables say (a claim that fails here is misread)."""
     plan = Plan(params)
     paper_results(plan, tmp_path)
-    verdicts = claims.evaluate(plan, plan.experiment("paper"), Results(tmp_path), claims.claims_for("paper"))
+    verdicts = claims.evaluate(plan, plan.experiment("paper"), Results(tmp_path), tables.claims_for("paper"))
     assert verdicts and all(v.status == "holds" for v in verdicts), \
         [(v.claim["id"], v.section, v.status, v.evidence) for v in verdicts if v.status != "holds"]
     # every paper claim is checked on at least one section; Table 3 on both PTB and Yahoo
     ids = {v.claim["id"] for v in verdicts}
-    assert ids == {c["id"] for c in claims.claims_data()["claims"]}
+    assert ids == {c["id"] for c in tables.claims_data()["claims"]}
     assert {v.section for v in verdicts if v.claim["id"] == "ours_all_active"} == {"ptb", "yahoo"}
     # the ELBO claim is stated for PTB only
     assert {v.section for v in verdicts if v.claim["id"] == "ours_elbo_not_ppl"} == {"ptb"}
@@ -56,7 +58,7 @@ def test_a_misread_number_fails_the_claim(params, tmp_path):
     path = tmp_path / "results/ptb/vae/seed783435/eval_test.json"
     data = json.loads(path.read_text())
     path.write_text(json.dumps(dict(data, kl=0.2)))
-    verdicts = claims.evaluate(plan, plan.experiment("paper"), Results(tmp_path), claims.claims_for("paper"))
+    verdicts = claims.evaluate(plan, plan.experiment("paper"), Results(tmp_path), tables.claims_for("paper"))
     bad = [v for v in verdicts if v.status != "holds"]
     assert [(v.claim["id"], v.status) for v in bad] == [("vae_collapse", "fails")]
     assert bad[0].evidence[0] == "VAE KL 0.20 < 0.1"

@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from textvae import gpu_slots, objectives
-from textvae.checkpoint import load_model
-from textvae.fast_vae import iw_log_likelihood
-from textvae.model import VAE, ModelConfig
-from textvae.training import Trainer, TrainConfig
+from textvae.workflow import gpu_slots
+from textvae.modeling import objectives
+from textvae.modeling.checkpoint import load_model
+from textvae.evaluation.fast_vae import iw_log_likelihood
+from textvae.modeling.model import VAE, ModelConfig
+from textvae.training.trainer import Trainer, TrainConfig
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (torch.cuda.is_available() is False here); "
@@ -111,7 +112,7 @@ def test_training_step_bf16_within_its_tolerance(corpus, tmp_path, true_fp32, cp
 def iw_setup(corpus):
     """A VAE of the PTB sizes with weights far from the near-uniform initialisation (peaked p(x|z), a posterior
     that matters), and 16 sentences of several lengths."""
-    from textvae.data import Vocab, read_corpus
+    from textvae.corpora.data import Vocab, read_corpus
     train = read_corpus(corpus / "train.txt")
     vocab = Vocab.build(train.sentences)
     torch.manual_seed(3)
@@ -143,7 +144,7 @@ def test_iw_nll_cuda_matches_cpu_and_row_budget(iw_setup):
 
 
 def _gpu_run(*opts, command, env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "textvae.gpu_slots", *opts, "--", *command], env=env,
+    return subprocess.Popen([sys.executable, "-m", "textvae.workflow.gpu_slots", *opts, "--", *command], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from textvae import dvc_stages, pipeline
+from textvae.workflow import dvc_stages
+from textvae.plan import pipeline
 from test_pipeline import REPO, copy_pipeline, edit_params, needs_dvc, run, tiny_demo
 
 LAM_GRID_LINE = re.compile(r"^(lam_grid: &lam_grid \[)([^\]]*)\]", re.M)
@@ -126,6 +127,6 @@ def test_code_change_reruns_training_and_evaluations_are_metrics(tmp_path):
     obj = work / "src" / "textvae" / "objectives.py"
     obj.write_text(obj.read_text() + "\n# a change of the training objective\n")
     status = run(["dvc", "status", "train@synthetic-vae-seed783435", stage], work).stdout
-    assert re.search(r"train@synthetic-vae-seed783435:\n\s+changed deps:\n\s+modified:\s+src/textvae/objectives.py",
+    assert re.search(r"train@synthetic-vae-seed783435:\n\s+changed deps:\n\s+modified:\s+src/textvae/modeling/objectives.py",
                      status), status
     assert f"{stage}:" not in status

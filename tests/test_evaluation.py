@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from textvae.checkpoint import atomic_save, model_payload
-from textvae.cli import main as cli_main
-from textvae.data import Vocab, count_tokens, read_corpus
-from textvae.data import make_batches
-from textvae.evaluation import evaluate_model
-from textvae.fast_vae import FastVAE, elbo_terms, encode_all, iw_log_likelihood
-from textvae.metrics import (STREAM_MI, STREAM_REC, SentenceNoise, active_units, iw_log_likelihood_reference, iw_noise,
+from textvae.modeling.checkpoint import atomic_save, model_payload
+from textvae.cli.dispatch import main as cli_main
+from textvae.corpora.data import Vocab, count_tokens, read_corpus
+from textvae.corpora.data import make_batches
+from textvae.evaluation.evaluate import evaluate_model
+from textvae.evaluation.fast_vae import FastVAE, elbo_terms, encode_all, iw_log_likelihood
+from textvae.evaluation.metrics import (STREAM_MI, STREAM_REC, SentenceNoise, active_units, iw_log_likelihood_reference, iw_noise,
                              mi_samples, mutual_information)
-from textvae.model import LSTMLM, VAE, ModelConfig, kl_per_dim
+from textvae.modeling.model import LSTMLM, VAE, ModelConfig, kl_per_dim
 
 SHARED_DATA = Path(os.environ.get("TEXTVAE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

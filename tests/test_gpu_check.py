@@ -13,7 +13,7 @@ from conftest import REPO
 
 
 def _has_bf16_lstm() -> bool:
-    from textvae.checkpoint import bf16_supported
+    from textvae.modeling.checkpoint import bf16_supported
     return bf16_supported("cpu")
 
 

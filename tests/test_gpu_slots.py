@@ -1,4 +1,4 @@
-"""The GPU slot pool (textvae.gpu_slots): device detection, and that concurrent jobs never share a slot, run
+"""The GPU slot pool (textvae.workflow.gpu_slots): device detection, and that concurrent jobs never share a slot, run
 directly and under Snakemake's --resources gpu=2, all on the CPU with pretend devices."""
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from textvae import gpu_slots
-from textvae.errors import ConfigError
+from textvae.workflow import gpu_slots
+from textvae.core.errors import ConfigError
 
 RECORD = textwrap.dedent("""\
     import json, os, sys, time
@@ -36,7 +36,7 @@ def recorder(tmp_path) -> Path:
 
 
 def gpu_run_argv(*opts: str) -> list[str]:
-    return [sys.executable, "-m", "textvae.gpu_slots", "--quiet", *opts, "--"]
+    return [sys.executable, "-m", "textvae.workflow.gpu_slots", "--quiet", *opts, "--"]
 
 
 def env_with(tmp_path, **extra) -> dict:
@@ -187,7 +187,7 @@ def test_snakemake_gpu_resource_jobs_get_distinct_slots(tmp_path, recorder):
         rule job:
             output: "out/{{i}}.json"
             resources: gpu=1
-            shell: "{sys.executable} -m textvae.gpu_slots --quiet -- {sys.executable} {recorder} {{output}} 0.8"
+            shell: "{sys.executable} -m textvae.workflow.gpu_slots --quiet -- {sys.executable} {recorder} {{output}} 0.8"
         """))
     env = env_with(tmp_path, TEXTVAE_FAKE_GPUS=2)
     proc = subprocess.run(["snakemake", "--cores", "4", "--resources", "gpu=2", "--workflow-profile", "none",

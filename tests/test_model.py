@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-import textvae.model as model_mod
-from textvae.model import LSTMLM, VAE, ModelConfig, projected_nll, reparameterize, token_nll
+import textvae.modeling.model as model_mod
+from textvae.modeling.model import LSTMLM, VAE, ModelConfig, projected_nll, reparameterize, token_nll
 
 
 def _case(seed=0, n=5, t=7, h=16, v=50):

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from textvae import dvc_stages, pipeline
-from textvae.errors import ConfigError
+from textvae.workflow import dvc_stages
+from textvae.plan import pipeline
+from textvae.plan import tables
+from textvae.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 # src/textvae: the DVC stages depend on the code they run (the commands run the installed package)
@@ -105,9 +107,10 @@ def dry_run_jobs(output: str) -> list[tuple[str, str]]:
 
 FAKE_TEXTVAE = textwrap.dedent('''\
     #!{python}
-    """Stands in for `textvae`: writes each command's output files (names from textvae.pipeline)."""
+    """Stands in for `textvae`: writes each command's output files (names from textvae.plan.pipeline)."""
     import json, os, sys
-    from textvae import dvc_stages, pipeline
+    from textvae.workflow import dvc_stages
+    from textvae.plan import pipeline
     argv = sys.argv[1:]
     out = argv[argv.index("--out") + 1]
     with open(os.environ["FAKE_TEXTVAE_LOG"], "a") as fh:
@@ -142,7 +145,7 @@ def fake_textvae_env(tmp_path: Path) -> dict:
 def test_params_yaml_is_valid_and_complete():
     plan = pipeline.Plan.load(REPO / "params.yaml", REPO / pipeline.SCHEMA)
     assert set(plan.experiments) == {"paper", "demo", "demo_seeds", "demo_corpus2", "ptb_cpu"}
-    assert plan.table_names() == list(pipeline.TABLE_KINDS)
+    assert plan.table_names() == list(tables.TABLE_KINDS)
     jobs = plan.all_jobs()
     names = [j.name for j in jobs]
     assert len(names) == len(set(names))
@@ -157,9 +160,9 @@ def test_params_yaml_is_valid_and_complete():
 
 
 def test_table_rows_are_checked_against_the_method_registry():
-    """The params check knows the methods and which of them take λ from textvae.methods alone: a method added
+    """The params check knows the methods and which of them take λ from textvae.modeling.methods alone: a method added
     there is a valid row, a λ on a method without one (or none on one that needs it) is refused."""
-    from textvae import methods
+    from textvae.modeling import methods
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for name, m in methods.METHODS.items():
@@ -294,7 +297,7 @@ def test_dry_run_table3_lists_the_paper_scale_jobs():
     assert ("train", "results/yahoo/ours/lam9/seed783435/best.pt") in jobs
     assert ("train", "results/ptb/ae/seed783435/best.pt") in jobs
     # the paper-scale commands, with the GPU slot wrapper
-    assert "--config params.yaml --dataset yahoo" in out and "textvae.gpu_slots" in out
+    assert "--config params.yaml --dataset yahoo" in out and "textvae.workflow.gpu_slots" in out
     assert "--iw-samples 1000" in out
 
 
@@ -309,7 +312,7 @@ def test_snakemake_dag_is_the_plan(tmp_path):
     jobs = [(r, o) for r, o in dry_run_jobs(out) if r not in ("all",)]
     assert len(jobs) == len(plan.all_jobs())
     # printed with the default profile's printshellcmds; GPU jobs go through the slot wrapper
-    cmds = {re.sub(r"^\S+ -m textvae\.gpu_slots --slots-per-device \d+ -- ", "", c)
+    cmds = {re.sub(r"^\S+ -m textvae\.workflow\.gpu_slots --slots-per-device \d+ -- ", "", c)
             for c in re.findall(r"Shell command: (.*?) > logs/", out)}
     assert cmds == {job.cmd for job in plan.all_jobs()}
     for rule, first_out in jobs:

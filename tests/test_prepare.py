@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from textvae import datasets as DS
-from textvae import fetch as F
-from textvae import prepare as P
-from textvae.errors import DataError, TextvaeError
+from textvae.corpora import datasets as DS
+from textvae.corpora import fetch as F
+from textvae.corpora import prepare as P
+from textvae.core.errors import DataError, TextvaeError
 
 SHARED = Path(os.environ.get("TEXTVAE_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 needs_shared = pytest.mark.skipif(not (SHARED / "ptb" / "ptb.train.txt").is_file(),
@@ -664,7 +664,7 @@ def test_synthetic_seed_and_sizes(tmp_path):
 
 def test_factors_shape_words_across_the_sentence():
     """Each factor makes its marker words several times more frequent (a cheap sanity check)."""
-    from textvae import synthetic
+    from textvae.corpora import synthetic
 
     corpus = synthetic.generate(seed=5, sizes={"train": 3000})["train"]
     markers = [("sentiment", "positive", "great"), ("sentiment", "negative", "terrible"),
@@ -681,7 +681,7 @@ def test_factors_shape_words_across_the_sentence():
 def test_sentence_ends_show_the_label_more_often_than_the_tense():
     """grammar-v3's point (docs/data.md): an LSTM encoder's final state summarises the end of a sentence, so
     the label (sentiment) must be what the last words show most; under grammar-v2 the time adverbial was."""
-    from textvae import synthetic
+    from textvae.corpora import synthetic
 
     corpus = synthetic.generate(seed=5, sizes={"train": 3000})["train"]
     tags = {w for lex in synthetic._LEXICON.sent.values() for tag in lex["tags"] for w in tag}

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from textvae import DEFAULT_SEED
-from textvae import classifiers as C
-from textvae import probe_metrics as M
-from textvae import probe_setup as S
-from textvae import probing as P
-from textvae.checkpoint import atomic_save, model_payload
-from textvae.data import BOS_ID, EOS_ID, Vocab
-from textvae.model import VAE, ModelConfig
+from textvae.probing import classifiers as C
+from textvae.probing import metrics as M
+from textvae.probing import setup as S
+from textvae.probing import probes as P
+from textvae.modeling.checkpoint import atomic_save, model_payload
+from textvae.corpora.data import BOS_ID, EOS_ID, Vocab
+from textvae.modeling.model import VAE, ModelConfig
 
 # ----------------------------------------------------------------------------------------------------------
 # fixtures: a tiny labelled corpus and a tiny random VAE checkpoint
@@ -453,7 +453,7 @@ def test_cli_classify_sample_and_files(tiny):
 
 
 def test_registered_in_the_textvae_cli(tiny):
-    cli = pytest.importorskip("textvae.cli")
+    cli = pytest.importorskip("textvae.cli.dispatch")
     out = tiny["root"] / "via_cli" / "probe_smoothness.json"
     argv = ["probe", "smoothness", "--ckpt", str(tiny["ckpt"]), "--data", str(tiny["data"]), "--out", str(out),
             "--pairs", "500", "--device", "cpu", "--quiet"]

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from conftest import write_json
-from textvae import provenance
-from textvae.errors import DataError
-from textvae.pipeline import Plan
+from textvae.reports import provenance
+from textvae.core.errors import DataError
+from textvae.plan.pipeline import Plan
 
 
 def fabricate(root, plan, exp):

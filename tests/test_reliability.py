@@ -20,13 +20,13 @@ import pytest
 import torch
 import yaml
 
-from textvae import pipeline
-from textvae.checkpoint import atomic_save, load_checkpoint, model_payload
-from textvae.cli import main
-from textvae.errors import ConfigError, DataError, TrainingError
-from textvae.fetch import download
-from textvae.prepare import prepare
-from textvae.training import TrainConfig, Trainer
+from textvae.plan import pipeline
+from textvae.modeling.checkpoint import atomic_save, load_checkpoint, model_payload
+from textvae.cli.dispatch import main
+from textvae.core.errors import ConfigError, DataError, TrainingError
+from textvae.corpora.fetch import download
+from textvae.corpora.prepare import prepare
+from textvae.training.trainer import TrainConfig, Trainer
 
 from test_pipeline import copy_pipeline, edit_params, needs_snakemake, snakemake
 
@@ -293,7 +293,7 @@ def test_prepare_keeps_foreign_files_and_refuses_plain_file_and_cwd(tmp_path, mo
 
 
 def test_prepare_rewrites_its_own_corpus_and_cleans_a_killed_prepare(tmp_path):
-    from textvae.rundir import hold_lock
+    from textvae.core.rundir import hold_lock
 
     out = tmp_path / "data" / "syn"
     prepare("synthetic", out, examples=(30, 10, 10), log=lambda m: None)
@@ -347,8 +347,8 @@ def test_stale_temporaries_of_killed_writes_are_removed_at_next_start(corpus, tm
 
 
 def test_second_training_on_the_same_out_is_refused(corpus, tmp_path, capsys):
-    from textvae.rundir import hold_lock
-    from textvae.training import LOCK_FILE
+    from textvae.core.rundir import hold_lock
+    from textvae.training.trainer import LOCK_FILE
 
     run = tmp_path / "run"
     with hold_lock(run / LOCK_FILE, f"--out {run}"):   # a training in progress there
@@ -402,12 +402,12 @@ def test_disk_full_during_the_metrics_write_is_one_line_and_leaves_no_temporary(
 
 
 def test_ctrl_c_while_the_cli_starts_is_one_line(monkeypatch, capsys):
-    import textvae.cli
+    import textvae.cli.dispatch
 
     def interrupted():
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(textvae.cli, "build_parser", interrupted)
+    monkeypatch.setattr(textvae.cli.dispatch, "build_parser", interrupted)
     try:
         rc = main(["train"])
     except KeyboardInterrupt:
@@ -417,7 +417,7 @@ def test_ctrl_c_while_the_cli_starts_is_one_line(monkeypatch, capsys):
 
 
 def test_ctrl_c_while_a_job_waits_for_its_gpu_slot_is_one_line(tmp_path):
-    from textvae.gpu_slots import try_acquire
+    from textvae.workflow.gpu_slots import try_acquire
 
     env = {**os.environ, "TEXTVAE_FAKE_GPUS": "1", "TEXTVAE_GPU_LOCK_DIR": str(tmp_path / "locks")}
     held = try_acquire(["0"], 1, tmp_path / "locks")   # the only slot is busy: the job waits at its start
@@ -426,7 +426,7 @@ def test_ctrl_c_while_a_job_waits_for_its_gpu_slot_is_one_line(tmp_path):
         with open(log, "w") as fh:
             # SIGINT at its default in the child: a suite started in the background (`pytest … &`) would pass
             # on an ignored SIGINT, and Python then never raises KeyboardInterrupt
-            proc = subprocess.Popen([sys.executable, "-m", "textvae.gpu_slots", "--", "true"], env=env, stderr=fh,
+            proc = subprocess.Popen([sys.executable, "-m", "textvae.workflow.gpu_slots", "--", "true"], env=env, stderr=fh,
                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 60
         while "waiting" not in log.read_text() and time.time() < deadline and proc.poll() is None:

@@ -9,8 +9,10 @@ import pytest
 import yaml
 
 from conftest import write_json
-from textvae import pipeline, reporting
-from textvae.pipeline import Plan, Row, Run
+from textvae.plan import pipeline
+from textvae.plan import tables
+from textvae.reports import reporting
+from textvae.plan.pipeline import Plan, Row, Run
 
 
 def fake_eval(ppl: float, rec: float = 90.0, kl: float = 5.0) -> dict:
@@ -22,7 +24,7 @@ def test_reference_covers_every_row_of_the_paper_tables(params):
     ref = reporting.reference()
     plan = Plan(params)
     paper = plan.experiment("paper")
-    for table, kind in pipeline.TABLE_KINDS.items():
+    for table, kind in tables.TABLE_KINDS.items():
         if kind == "sizes":
             continue
         for sec in plan.sections(paper, table):
@@ -139,7 +141,7 @@ def test_figures_and_index(tmp_path, params):
 
 def test_report_cli_all_writes_every_item_even_without_results(tmp_path, params):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    from textvae.cli import main
+    from textvae.cli.dispatch import main
 
     assert main(["report", "all", "--params", str(tmp_path / "params.yaml"), "--experiment", "demo", "--out",
                  str(tmp_path / "out"), "--root", str(tmp_path)]) == 0

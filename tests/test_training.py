@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from conftest import run_cli
-from textvae.checkpoint import atomic_save, load_checkpoint, load_model, model_payload
-from textvae.errors import TrainingError
-from textvae.methods import METHODS
-from textvae.model import VAE, ModelConfig
-from textvae.objectives import BetaSchedule, vae_loss
-from textvae.training import Trainer, TrainConfig
+from textvae.modeling.checkpoint import atomic_save, load_checkpoint, load_model, model_payload
+from textvae.core.errors import TrainingError
+from textvae.modeling.methods import METHODS
+from textvae.modeling.model import VAE, ModelConfig
+from textvae.modeling.objectives import BetaSchedule, vae_loss
+from textvae.training.trainer import Trainer, TrainConfig
 
 TINY = ["--enc-emb", "32", "--dec-emb", "32", "--enc-hidden", "32", "--dec-hidden", "32"]
 TINY_SIZES = dict(enc_emb=32, dec_emb=32, enc_hidden=32, dec_hidden=32)
@@ -199,8 +199,8 @@ def test_bad_options(tmp_path, args, expect):
 
 
 def test_init_from_a_non_vae_checkpoint_is_refused(tmp_path):
-    from textvae.data import Vocab
-    from textvae.model import LSTMLM
+    from textvae.corpora.data import Vocab
+    from textvae.modeling.model import LSTMLM
 
     d = _corpus(tmp_path, b"a b c\nd e\n")
     lm = LSTMLM(ModelConfig(vocab_size=9, **TINY_SIZES))
@@ -314,17 +314,10 @@ def test_encoder_init_torch_only_changes_a_new_encoder(ptb_slice, ae_ckpt, tmp_p
         Trainer(TrainConfig("ae", encoder_init="xavier"), ptb_slice, tmp_path / "bad", TINY_SIZES)
 
 
-def test_encoder_init_choices_are_checked_in_one_list():
-    from textvae.checks import TRAIN_RULES
-    from textvae.model import ENCODER_INITS
-
-    assert TRAIN_RULES["encoder_init"] == ENCODER_INITS
-
-
 def test_bf16_on_a_machine_without_bf16_lstm_kernels_is_one_line(tmp_path, monkeypatch):
     """oneDNN has no bfloat16 LSTM on AVX2-only CPUs: the trainer says so up front, naming the knob and the fix."""
-    import textvae.checkpoint as ck
-    from textvae.errors import ConfigError
+    import textvae.modeling.checkpoint as ck
+    from textvae.core.errors import ConfigError
 
     def no_kernels(device):
         raise RuntimeError("could not create a primitive descriptor for the LSTM forward propagation primitive.\n"
@@ -345,7 +338,7 @@ def test_bf16_on_a_machine_without_bf16_lstm_kernels_is_one_line(tmp_path, monke
 
 def test_bf16_cli_trains_or_refuses_as_this_machine_allows(tmp_path):
     """`textvae train --precision bf16` here: trains where bfloat16 LSTM kernels exist, else exits 1 with one line."""
-    import textvae.checkpoint as ck
+    import textvae.modeling.checkpoint as ck
     supported = ck.bf16_supported("cpu")
     d = _corpus(tmp_path, b"a b c\nd e\n")
     p = run_cli("train", "--data", d, "--out", tmp_path / "run", "--method", "vae", "--epochs", "1",

@@ -16,9 +16,9 @@ import sys
 import numpy as np
 import torch
 
-from textvae.classifiers import fit_gmm
-from textvae.data import read_corpus, split_path
-from textvae.probe_setup import encode, load_vae
+from textvae.probing.classifiers import fit_gmm
+from textvae.corpora.data import read_corpus, split_path
+from textvae.probing.setup import encode, load_vae
 
 
 def eta_squared(x: np.ndarray, groups: list[str]) -> float:

@@ -1,5 +1,5 @@
 import sys
 
-from textvae.cli import main
+from textvae.cli.dispatch import main
 
 sys.exit(main())

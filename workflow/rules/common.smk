@@ -1,10 +1,11 @@
-# Shared by every rule: the plan of jobs (textvae.pipeline; the Snakefile has checked params.yaml), wildcard
+# Shared by every rule: the plan of jobs (textvae.plan.pipeline; the Snakefile has checked params.yaml), wildcard
 # shapes, and the GPU-slot wrapper.
 import sys
 from pathlib import Path
 
-from textvae import dvc_stages, pipeline
-from textvae.errors import ConfigError
+from textvae.workflow import dvc_stages
+from textvae.plan import pipeline, tables
+from textvae.core.errors import ConfigError
 
 try:
     P = pipeline.Plan(config, "params.yaml")
@@ -18,8 +19,8 @@ if _dvc_stale:
 
 # Runtime settings (profiles' `config:`), not experiment knobs: jobs per GPU for the slot pool.
 GPU_SLOTS_PER_DEVICE = config.get("gpu_slots_per_device", 1)
-# every GPU job goes through the slot pool (textvae.gpu_slots); it runs on the CPU when there is no GPU
-GPU_RUN = f"{sys.executable} -m textvae.gpu_slots --slots-per-device {GPU_SLOTS_PER_DEVICE} --"
+# every GPU job goes through the slot pool (textvae.workflow.gpu_slots); it runs on the CPU when there is no GPU
+GPU_RUN = f"{sys.executable} -m textvae.workflow.gpu_slots --slots-per-device {GPU_SLOTS_PER_DEVICE} --"
 # the software of every job (used with `--sdm conda`; by default the current environment runs the jobs)
 ENV = "../envs/textvae.yaml"
 REPORT_DIRS = sorted({e.report_dir for e in P.experiments.values()}, key=len, reverse=True)

@@ -15,7 +15,7 @@ rule report:
                                                                               "item": "{item}"}),
     wildcard_constraints:
         root="|".join(REPORT_DIRS),
-        item=r"(table[0-9]+|appendix_b|claims)\.md|fig_[a-z]+_[a-z0-9_]+\.png",
+        item=tables.REPORT_ITEM_PATTERN,
     params:
         cmd=lambda wc: report_job(wc).cmd,
         knobs=lambda wc: report_job(wc).knobs_json,

@@ -1,5 +1,5 @@
 # One rule for every method: the AE of a dataset and seed is a run like the others (results/D/ae/seedS),
-# shared by every run that starts from it (the methods with `pretrained_encoder` in textvae.methods).
+# shared by every run that starts from it (the methods with `pretrained_encoder` in textvae.modeling.methods).
 # An interrupted job (Ctrl-C, SIGKILL, a cluster time limit) continues from its last finished epoch when it is
 # run again: the command passes --resume, and the resume state last.pt is not a declared output, so Snakemake
 # does not delete it with the incomplete outputs (pipeline.RUN_FILES; docs/reliability.md).

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from textvae.report_format import md_table
+from textvae.reports.formatting import md_table
 
 
 def md_tables(path: Path) -> list[tuple[str, list[str], list[list[str]]]]:

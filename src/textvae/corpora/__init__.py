@@ -1,0 +1,1 @@
+"""Corpora: the dataset registry, verified downloads, preparation, the embedded synthetic grammar and the vocabulary/batching of prepared text. Imports core only."""

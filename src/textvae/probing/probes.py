@@ -1,0 +1,484 @@
+"""Latent-space probing and classification (SPEC §6-7): ``textvae probe {bleu,smoothness,noisy,interpolate,copy,classify}``,
+one runner per probe on one shared set-up (:mod:`textvae.probing.setup`); the measures are in
+:mod:`textvae.probing.metrics`, the classifiers in :mod:`textvae.probing.classifiers`.
+
+Every probe loads one VAE checkpoint, runs deterministically under ``--seed`` and writes a JSON file of numbers
+(atomic write) that records every setting and the checkpoint; probes that show examples also write a markdown
+file next to the JSON (same stem, ``.md``).
+
+Randomness: Gaussian noise (posterior and prior samples) is drawn on the CPU from a ``torch.Generator`` seeded
+with ``--seed`` and then moved to the device, so a run gives the same latent codes on CPU and GPU. Word swaps,
+sentence pairs and label subsets use numpy generators. Ancestral sampling (copy check, ``--decoding sample``)
+uses a generator on the model's device.
+
+SPEC ❓ choices made defaults here (each is an option and is recorded in the JSON):
+- smoothness: pairs i != j drawn uniformly with replacement, latent = posterior mean (``--latent``);
+- noisy: one swap = exchange the words at two distinct uniformly chosen positions (``--swap-mode random``);
+- copy: ancestral sampling from the decoder as in [C]'s helper, at most 100 tokens (``--decoding``, ``--max-len``);
+- classify: GMM with 10 components, random_state = ``--seed``, cluster label = label of the validation example
+  with the highest responsibility (``--gmm-rule top``); label subsets sampled uniformly
+  (``--label-sampling uniform``) with numpy seed 783435 (DEFAULT_SEED) exactly as [C]'s ``sampling_training_labels.py``;
+  linear classifier on the frozen encoder's mean with 10 output logits as [C] (``--n-logits``), SGD lr 1.0.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from textvae import DEFAULT_SEED
+from textvae.modeling.checkpoint import resolve_device
+from textvae.corpora.data import Vocab, read_corpus, split_path
+from textvae.core.errors import ConfigError, DataError
+from textvae.core.markdown import md_escape
+from textvae.core.rundir import atomic_write_text
+from textvae.probing.classifiers import gmm_accuracy, label_index, sample_label_subset, train_linear
+from textvae.probing.metrics import (corpus_bleu, interpolation_points, min_edit_distances, noisy_reconstruction,
+                                   smoothness_pcc)
+from textvae.probing.setup import (checkpoint_info, cpu_generator, decode, encode, ids_to_tokens, load_vae, markdown_path,
+                                 progress_bar, sample_posterior, write_json)
+
+
+# ==========================================================================================================
+# Probes
+# ==========================================================================================================
+
+def _setup(args) -> tuple[float, torch.device, torch.nn.Module, Vocab, dict]:
+    """What every probe starts with: the clock, the device, the VAE of ``--ckpt`` with its vocabulary."""
+    t0 = time.time()
+    device = resolve_device(args.device)
+    model, vocab, ckpt = load_vae(args.ckpt, device)
+    return t0, device, model, vocab, ckpt
+
+
+def _load_split(args, vocab: Vocab, split: str | None = None, path: str | Path | None = None):
+    path = Path(path) if path is not None else split_path(args.data, split or args.split)
+    corpus = read_corpus(path, max_examples=args.max_examples)
+    return corpus, [vocab.encode(s) for s in corpus.sentences]
+
+
+def _base_record(args, probe: str, ckpt: dict, device: torch.device) -> dict:
+    settings = {k: v for k, v in vars(args).items() if k not in ("func", "command", "probe_command") and
+                not callable(v)}
+    return {"probe": probe, "checkpoint": checkpoint_info(args.ckpt, ckpt), "split": args.split,
+            "seed": args.seed, "device": str(device), "settings": settings}
+
+
+def _finish(args, record: dict, t0: float, summary: str, markdown: str | None = None) -> int:
+    record["seconds"] = round(time.time() - t0, 3)
+    if markdown is not None:
+        md = markdown_path(args.out)
+        atomic_write_text(markdown, md)
+        record["markdown"] = str(md)
+    write_json(record, args.out)
+    print(f"{summary} -> {args.out}")
+    return 0
+
+
+def _md_header(title: str, record: dict) -> list[str]:
+    ck = record["checkpoint"]
+    lines = [f"# {title}", "",
+             f"- checkpoint: `{ck['path']}` (method {ck.get('method')}, λ {ck.get('lam')}, epoch {ck.get('epoch')})",
+             f"- split: {record['split']}, seed: {record['seed']}", ""]
+    return lines
+
+
+def run_bleu(args) -> int:
+    """SPEC §6.1: one posterior sample per sentence, greedy decoding, corpus BLEU."""
+    t0, device, model, vocab, ckpt = _setup(args)
+    corpus, examples = _load_split(args, vocab)
+    mu, logvar = encode(model, examples, device, args.batch_size, quiet=args.quiet)
+    z = mu if args.latent == "mean" else sample_posterior(mu, logvar, cpu_generator(args.seed, 1))
+    ids = decode(model, z, args.max_len, device, greedy=True, batch_size=args.batch_size, quiet=args.quiet,
+                 desc="greedy decoding")
+    hyps = [ids_to_tokens(vocab, h) for h in ids]
+    refs = corpus.sentences
+    score, signature = corpus_bleu(hyps, refs)
+    record = _base_record(args, "bleu", ckpt, device)
+    nshow = min(args.examples, len(refs))
+    record.update(bleu=score, signature=signature, sentences=len(refs), latent=args.latent,
+                  max_len=args.max_len, decoding="greedy",
+                  hit_max_len=int(sum(len(h) >= args.max_len for h in ids)),
+                  mean_hyp_length=float(np.mean([len(h) for h in hyps])),
+                  mean_ref_length=float(np.mean([len(r) for r in refs])),
+                  examples=[{"index": i, "reference": " ".join(refs[i]), "reconstruction": " ".join(hyps[i])}
+                            for i in range(nshow)])
+    what = "the posterior mean" if args.latent == "mean" else "one posterior sample"
+    md = _md_header(f"Reconstruction (greedy decoding from {what})", record)
+    md += [f"BLEU = **{score:.2f}** over {len(refs)} sentences (`{signature}`)", "",
+           "| # | input | reconstruction |", "|---|---|---|"]
+    md += [f"| {e['index']} | {md_escape(e['reference'])} | {md_escape(e['reconstruction'])} |"
+           for e in record["examples"]]
+    return _finish(args, record, t0, f"bleu {score:.2f}", "\n".join(md) + "\n")
+
+
+def run_smoothness(args) -> int:
+    """SPEC §6.2: Pearson r between latent L2 distance and word edit distance over random pairs."""
+    t0, device, model, vocab, ckpt = _setup(args)
+    corpus, examples = _load_split(args, vocab)
+    mu, logvar = encode(model, examples, device, args.batch_size, quiet=args.quiet)
+    z = mu if args.latent == "mean" else sample_posterior(mu, logvar, cpu_generator(args.seed, 2))
+    sents = corpus.sentences
+    r, l2, ed = smoothness_pcc(z.numpy(), sents, args.pairs, args.seed)
+    if not math.isfinite(r):
+        print("warning: a constant distance vector; PCC undefined (null)", file=sys.stderr)
+    record = _base_record(args, "smoothness", ckpt, device)
+    record.update(pcc=r, pairs=int(args.pairs), latent=args.latent, sentences=len(sents),
+                  pair_sampling="i != j uniform, with replacement",
+                  mean_l2=float(l2.mean()), mean_edit=float(ed.mean()))
+    return _finish(args, record, t0, f"pcc {r:.4f}")
+
+
+def run_noisy(args) -> int:
+    t0, device, model, vocab, ckpt = _setup(args)
+    corpus, examples = _load_split(args, vocab)
+    results, shown = {}, {}
+    clean, _ = noisy_reconstruction(model, examples, 0, args.seed, args.swap_mode, device, args.batch_size, True)
+    for k in progress_bar(args.swaps, quiet=args.quiet, desc="swaps"):
+        if k < 0:
+            raise ConfigError(f"--swaps {k}: must be >= 0")
+        rec, corrupted = noisy_reconstruction(model, examples, k, args.seed, args.swap_mode, device,
+                                              args.batch_size, args.quiet)
+        results[str(k)] = rec
+        shown[str(k)] = [" ".join(vocab.decode(c)) for c in corrupted[:args.examples]]
+    record = _base_record(args, "noisy", ckpt, device)
+    record.update(noisy_rec=results, clean_rec=clean, swap=args.swap_mode, sentences=len(examples),
+                  latent="one posterior sample of the corrupted input",
+                  target="-log p(x_original | z), nats per sentence")
+    md = _md_header(f"Noisy reconstruction ({args.swap_mode} swaps)", record)
+    md += ["| #swaps | " + " | ".join(results) + " |", "|---|" + "---|" * len(results),
+           "| rec (nats) | " + " | ".join(f"{v:.2f}" for v in results.values()) + " |", "",
+           f"Clean reconstruction with the same estimator: {clean:.2f} nats.", "", "## Corrupted inputs", ""]
+    originals = [" ".join(vocab.decode(x)) for x in examples[:args.examples]]
+    for n, orig in enumerate(originals):
+        md += [f"**{n}** original: {md_escape(orig)}", ""]
+        md += [f"- k={k}: {md_escape(v[n])}" for k, v in shown.items()]
+        md += [""]
+    summary = "noisy " + " ".join(f"k={k}:{v:.2f}" for k, v in results.items())
+    return _finish(args, record, t0, summary, "\n".join(md) + "\n")
+
+
+def run_interpolate(args) -> int:
+    """SPEC §6.4 / App. D: 11-point linear interpolations between prior and posterior samples."""
+    t0, device, model, vocab, ckpt = _setup(args)
+    nz, npairs, npts = model.cfg.nz, args.pairs_interp, args.points
+    t = torch.linspace(0.0, 1.0, npts).tolist()
+    record = _base_record(args, "interpolate", ckpt, device)
+    record.update(t=[round(v, 6) for v in t], points=npts, pairs=npairs, decoding="greedy", max_len=args.max_len)
+    md = _md_header("Interpolation (greedy decoding)", record)
+
+    def decode_paths(z0: torch.Tensor, z1: torch.Tensor) -> list[list[str]]:
+        zs = torch.cat([interpolation_points(z0[p], z1[p], npts) for p in range(z0.size(0))])
+        ids = decode(model, zs, args.max_len, device, greedy=True, batch_size=args.batch_size, quiet=True)
+        sents = [" ".join(ids_to_tokens(vocab, s)) for s in ids]
+        return [sents[p * npts:(p + 1) * npts] for p in range(z0.size(0))]
+
+    if "prior" in args.source:
+        g = cpu_generator(args.seed, 3)
+        z = torch.randn((npairs, 2, nz), generator=g)
+        prior = decode_paths(z[:, 0], z[:, 1])
+        record["prior"] = prior
+        md += ["## Between prior samples", ""]
+        for p, path in enumerate(prior):
+            md += [f"### Example {p + 1}", "", "| t | decoded |", "|---|---|"]
+            md += [f"| {tv:.2f} | {md_escape(s)} |" for tv, s in zip(t, path)]
+            md += [""]
+    if "posterior" in args.source:
+        corpus, examples = _load_split(args, vocab)
+        if len(examples) < 2:
+            raise DataError(f"{corpus.path}: posterior interpolation needs at least 2 sentences")
+        rng = np.random.default_rng([int(args.seed), 4])
+        pick = np.stack([rng.choice(len(examples), size=2, replace=False) for _ in range(npairs)])
+        flat = pick.reshape(-1).tolist()
+        mu, logvar = encode(model, [examples[i] for i in flat], device, args.batch_size)
+        z = sample_posterior(mu, logvar, cpu_generator(args.seed, 5)).view(npairs, 2, nz)
+        post = decode_paths(z[:, 0], z[:, 1])
+        record["posterior"] = post
+        record["posterior_inputs"] = [{"source_index": int(a), "target_index": int(b),
+                                       "source": " ".join(corpus.sentences[a]),
+                                       "target": " ".join(corpus.sentences[b])} for a, b in pick]
+        md += ["## Between posterior samples", ""]
+        for p, (path, inp) in enumerate(zip(post, record["posterior_inputs"])):
+            md += [f"### Example {p + 1}", "", "| | sentence |", "|---|---|",
+                   f"| SOURCE INPUT | {md_escape(inp['source'])} |",
+                   f"| TARGET INPUT | {md_escape(inp['target'])} |",
+                   f"| POSTERIOR-SAMPLED SOURCE (t=0) | {md_escape(path[0])} |"]
+            md += [f"| INTERPOLATION t={tv:.2f} | {md_escape(s)} |" for tv, s in zip(t[1:-1], path[1:-1])]
+            md += [f"| POSTERIOR-SAMPLED TARGET (t=1) | {md_escape(path[-1])} |", ""]
+    return _finish(args, record, t0, f"interpolate {npairs} pairs x {npts} points", "\n".join(md) + "\n")
+
+
+def run_copy(args) -> int:
+    """SPEC §6.5 / App. B: prior samples, minimum word edit distance to the training set."""
+    t0, device, model, vocab, ckpt = _setup(args)
+    train_path = Path(args.train) if args.train else split_path(args.data, "train")
+    train = read_corpus(train_path).sentences  # the whole training set, never capped
+    z = torch.randn((args.samples, model.cfg.nz), generator=cpu_generator(args.seed, 6))
+    ids = decode(model, z, args.max_len, device, greedy=args.decoding == "greedy", seed=args.seed,
+                 batch_size=args.batch_size, quiet=args.quiet, desc=f"{args.decoding} decoding")
+    samples = [ids_to_tokens(vocab, s) for s in ids]
+    t1 = time.time()
+    mins, arg = min_edit_distances(samples, train, workers=args.workers, quiet=args.quiet)
+    t_nn = time.time() - t1
+    record = _base_record(args, "copy", ckpt, device)
+    record.update(mean_min_edit=float(mins.mean()), samples=len(samples), decoding=args.decoding,
+                  max_len=args.max_len, train_file=str(train_path), train_sentences=len(train),
+                  mean_train_length=float(np.mean([len(s) + 1 for s in train])),
+                  mean_train_words=float(np.mean([len(s) for s in train])),
+                  mean_sample_words=float(np.mean([len(s) for s in samples])),
+                  hit_max_len=int(sum(len(s) >= args.max_len for s in ids)),
+                  exact_copies=int((mins == 0).sum()), nearest_neighbour_seconds=round(t_nn, 3),
+                  min_edit=mins.tolist())
+    md = _md_header(f"Copying check ({args.decoding} decoding of prior samples)", record)
+    md += [f"Mean minimum edit distance to the {len(train)} training sentences: **{mins.mean():.2f}** "
+           f"(mean training length {record['mean_train_length']:.2f} incl. `</s>`; exact copies: "
+           f"{record['exact_copies']}).", "", "| # | sample | nearest training sentence | edit distance |",
+           "|---|---|---|---|"]
+    md += [f"| {n} | {md_escape(' '.join(samples[n]))} | {md_escape(' '.join(train[arg[n]]))} | {mins[n]} |"
+           for n in range(min(args.examples, len(samples)))]
+    return _finish(args, record, t0, f"copy mean_min_edit {mins.mean():.2f}", "\n".join(md) + "\n")
+
+
+def _labelled(corpus, path) -> list[str]:
+    if corpus.labels is None:
+        raise DataError(f"{path}: classification needs a labelled file (label<TAB>text)")
+    return corpus.labels
+
+
+def _subset_files(args) -> dict[int, Path]:
+    """``train.N.txt`` files of the data directory for the requested label counts (only the existing ones)."""
+    data = Path(args.data)
+    return {n: data / f"train.{n}.txt" for n in args.labels if (data / f"train.{n}.txt").is_file()}
+
+
+def run_classify(args) -> int:
+    """SPEC §7: GMM on μ (0 labels) and linear classifiers on frozen μ for several label counts."""
+    t0, device, model, vocab, ckpt = _setup(args)
+    warnings: list[str] = []
+
+    def features(path: Path, desc: str, cap: bool = True):
+        corpus = read_corpus(path, labelled=True, max_examples=args.max_examples if cap else None)
+        labels = _labelled(corpus, path)
+        ex = [vocab.encode(s) for s in corpus.sentences]
+        mu, _ = encode(model, ex, device, args.batch_size, quiet=args.quiet, desc=f"encode {desc}")
+        return mu.numpy(), labels, [len(x) for x in ex]
+
+    valid_path = split_path(args.data, "valid")
+    test_path = split_path(args.data, args.split)
+    vx, vlab, _ = features(valid_path, "valid")
+    sx, slab, _ = features(test_path, args.split)
+    train_file = Path(args.data) / "train.txt"
+    have_train = train_file.is_file()
+
+    # which labelled sets train the linear classifiers
+    sets: dict[str, Path | tuple[Path, int]] = {}
+    sources: dict[str, str] = {}
+    if args.train_labelled:
+        for p in args.train_labelled:
+            n = len(read_corpus(p, labelled=True).sentences)
+            sets[str(n)] = Path(p)
+            sources[str(n)] = f"file {p}"
+    else:
+        files = _subset_files(args)
+        mode = args.subset_source
+        if mode == "auto":
+            mode = "files" if files and len(files) == len(args.labels) else "sample"
+        if mode == "files":
+            missing = [n for n in args.labels if n not in files]
+            if missing:
+                raise DataError(f"{args.data}: no train.N.txt for N = {missing} (--subset-source files)")
+            for n in args.labels:
+                sets[str(n)] = files[n]
+                sources[str(n)] = f"file {files[n]}"
+        else:
+            if args.labels and not have_train:
+                raise DataError(f"{train_file}: file not found; sampling labelled subsets needs the full training "
+                                f"split (or use --subset-source files / --train-labelled)")
+            for n in args.labels:
+                sets[str(n)] = (train_file, n)
+                sources[str(n)] = (f"sample {n} of {train_file} ({args.label_sampling}, "
+                                   f"numpy seed {args.subset_seed})")
+
+    # GMM training features
+    gmm_file = Path(args.gmm_fit) if args.gmm_fit else train_file
+    if args.gmm_components > 0 and not gmm_file.is_file():
+        cands = sorted(Path(args.data).glob("train.*.txt"),
+                       key=lambda p: int(p.stem.split(".")[1]) if p.stem.split(".")[1].isdigit() else -1)
+        if not cands:
+            raise DataError(f"{gmm_file}: file not found; the GMM needs training features (--gmm-fit PATH)")
+        gmm_file = cands[-1]
+        warnings.append(f"{train_file} missing: the GMM is fitted on {gmm_file} instead of the full training split")
+        print(f"warning: {warnings[-1]}", file=sys.stderr)
+
+    cache: dict[str, tuple] = {}
+
+    def cached(path: Path, desc: str, cap: bool = True):
+        key = f"{path}|{cap}"
+        if key not in cache:
+            cache[key] = features(path, desc, cap)
+        return cache[key]
+
+    all_labels = [vlab, slab]
+    train_feats = {}
+    for key, spec in sets.items():
+        if isinstance(spec, tuple):
+            tx, tlab, tlen = cached(spec[0], "train")
+            train_feats[key] = (tx, tlab, tlen, spec[1])
+        else:
+            tx, tlab, tlen = cached(spec, spec.name)
+            train_feats[key] = (tx, tlab, tlen, None)
+        all_labels.append(tlab)
+    lab_map = label_index(*all_labels)
+    to_int = lambda labs: np.array([lab_map[l] for l in labs], dtype=np.int64)  # noqa: E731
+    vy, sy = to_int(vlab), to_int(slab)
+
+    record = _base_record(args, "classify", ckpt, device)
+    record.update(features="encoder mean (frozen)", valid_examples=len(vy), test_examples=len(sy),
+                  label_map=lab_map, warnings=warnings,
+                  test_majority_baseline=100.0 * float(np.bincount(sy).max() / len(sy)))
+
+    if args.gmm_components > 0:
+        gx, _, _ = cached(gmm_file, gmm_file.stem)
+        t_g = time.time()
+        if not args.quiet:
+            print(f"fitting GMM ({args.gmm_components} components) on {len(gx)} means of {gmm_file} ...",
+                  file=sys.stderr)
+        gm = gmm_accuracy(gx, vx, vy, sx, sy, args.gmm_components, args.gmm_rule, args.seed)
+        gm.update(fit_file=str(gmm_file), seconds=round(time.time() - t_g, 3))
+        record["gmm"] = gm
+        print(f"gmm ({args.gmm_rule}, {gm['components']} components) accuracy {gm['accuracy']:.2f}",
+              file=sys.stderr)
+
+    linear, details = {}, {}
+    for key in progress_bar(list(train_feats), quiet=args.quiet, desc="linear classifiers"):
+        tx, tlab, tlen, n = train_feats[key]
+        ty = to_int(tlab)
+        if n is not None:
+            idx = sample_label_subset(ty, n, args.subset_seed, args.label_sampling)
+            tx, ty, tlen = tx[idx], ty[idx], [tlen[i] for i in idx]
+        res = train_linear(tx, ty, vx, vy, sx, sy, n_logits=args.n_logits, train_lengths=tlen, seed=args.seed,
+                           batch_size=args.clf_batch_size, optimizer=args.optimizer, lr=args.lr,
+                           max_epochs=args.max_epochs, quiet=args.quiet, desc=f"linear {key}")
+        res["source"] = sources[key]
+        linear[key] = res["test_accuracy"]
+        details[key] = res
+        print(f"linear {key}: test accuracy {res['test_accuracy']:.2f}", file=sys.stderr)
+    if linear:
+        record["linear"] = linear
+        record["linear_details"] = details
+        record["label_sampling"] = args.label_sampling
+        record["subset_seed"] = args.subset_seed
+    parts = []
+    if "gmm" in record:
+        parts.append(f"gmm {record['gmm']['accuracy']:.2f}")
+    parts += [f"{k}:{v:.2f}" for k, v in linear.items()]
+    return _finish(args, record, t0, "classify " + " ".join(parts))
+
+
+# ==========================================================================================================
+# CLI
+# ==========================================================================================================
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} must be >= 1")
+    return v
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt", required=True, help="VAE checkpoint (best.pt)")
+    p.add_argument("--data", required=True, help="prepared data directory data/DATASET (or a corpus file)")
+    p.add_argument("--out", required=True, help="output JSON (a markdown file with examples goes next to it)")
+    p.add_argument("--split", default="test", help="split to probe (default test)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
+    p.add_argument("--max-examples", type=_positive, default=None, help="use only the first N examples of each split")
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda (default auto)")
+    p.add_argument("--batch-size", type=_positive, default=256, help="encoding / decoding batch size (results unchanged)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add ``textvae probe {bleu,smoothness,noisy,interpolate,copy,classify}``."""
+    probe = subparsers.add_parser("probe", help="latent-space probes and classification (SPEC §6-7)",
+                                  description="Latent-space probing (SPEC §6) and Yelp classification (SPEC §7).")
+    sub = probe.add_subparsers(dest="probe_command", metavar="PROBE")
+    sub.required = True
+
+    p = sub.add_parser("bleu", help="reconstruction BLEU (Table 4)")
+    _common(p)
+    p.add_argument("--max-len", type=_positive, default=99, help="maximum generated tokens (default 99)")
+    p.add_argument("--latent", choices=("sample", "mean"), default="sample",
+                   help="decode from one posterior sample (SPEC, default) or from the mean")
+    p.add_argument("--examples", type=int, default=20, help="examples written to JSON/markdown")
+    p.set_defaults(func=run_bleu)
+
+    p = sub.add_parser("smoothness", help="PCC of latent L2 vs word edit distance (Table 5)")
+    _common(p)
+    p.add_argument("--pairs", type=_positive, default=100_000, help="random sentence pairs (default 100000)")
+    p.add_argument("--latent", choices=("mean", "sample"), default="mean",
+                   help="posterior mean (default) or one posterior sample")
+    p.set_defaults(func=run_smoothness)
+
+    p = sub.add_parser("noisy", help="noisy reconstruction loss after k word swaps (Table 6)")
+    _common(p)
+    p.add_argument("--swaps", type=int, nargs="+", default=[1, 2, 3, 4], help="numbers of swaps (default 1 2 3 4)")
+    p.add_argument("--swap-mode", choices=("random", "adjacent"), default="random",
+                   help="one swap = two distinct random positions (default) or a random adjacent pair")
+    p.add_argument("--examples", type=int, default=5, help="corrupted examples written to markdown")
+    p.set_defaults(func=run_noisy)
+
+    p = sub.add_parser("interpolate", help="interpolation between prior / posterior samples (Tables 7, 12, 13)")
+    _common(p)
+    p.add_argument("--pairs-interp", type=_positive, default=10, help="pairs per source (default 10)")
+    p.add_argument("--points", type=int, default=11, help="points per path incl. endpoints (default 11)")
+    p.add_argument("--max-len", type=_positive, default=99, help="maximum generated tokens (default 99)")
+    p.add_argument("--source", nargs="+", choices=("prior", "posterior"), default=["prior", "posterior"])
+    p.set_defaults(func=run_interpolate)
+
+    p = sub.add_parser("copy", help="copying check: prior samples vs nearest training sentence (App. B)")
+    _common(p)
+    p.add_argument("--samples", type=_positive, default=300, help="prior samples (default 300)")
+    p.add_argument("--decoding", choices=("sample", "greedy"), default="sample",
+                   help="ancestral sampling as [C]'s helper (default) or greedy")
+    p.add_argument("--max-len", type=_positive, default=100, help="maximum generated tokens (default 100, as [C])")
+    p.add_argument("--train", default=None, help="training corpus (default DATA/train.txt)")
+    p.add_argument("--workers", type=int, default=-1, help="rapidfuzz threads (-1 = all cores)")
+    p.add_argument("--examples", type=int, default=10, help="samples written to markdown")
+    p.set_defaults(func=run_copy)
+
+    p = sub.add_parser("classify", help="GMM / linear classification on encoder means (Table 8)")
+    _common(p)
+    p.add_argument("--labels", type=_positive, nargs="*", default=[100, 500, 1000, 2000, 10000],
+                   help="label counts for the linear classifier (default 100 500 1000 2000 10000; none = skip)")
+    p.add_argument("--gmm-components", type=int, default=10, help="GMM components (default 10; 0 = skip the GMM)")
+    p.add_argument("--gmm-rule", choices=("top", "majority", "hungarian"), default="top",
+                   help="component→label rule reported as gmm.accuracy (all three are logged)")
+    p.add_argument("--gmm-fit", default=None,
+                   help="labelled file whose means fit the GMM (default DATA/train.txt; if missing, the largest "
+                        "DATA/train.N.txt, with a warning)")
+    p.add_argument("--label-sampling", choices=("uniform", "balanced"), default="uniform",
+                   help="how labelled subsets are sampled from DATA/train.txt (default uniform)")
+    p.add_argument("--subset-source", choices=("auto", "files", "sample"), default="auto",
+                   help="files = DATA/train.N.txt (the paper's subsets); sample = from DATA/train.txt; "
+                        "auto = files when all exist")
+    p.add_argument("--subset-seed", type=int, default=DEFAULT_SEED, help=f"numpy seed of the subsets ({DEFAULT_SEED})")
+    p.add_argument("--train-labelled", nargs="+", default=None, metavar="PATH",
+                   help="explicit labelled training files (one classifier each, keyed by size)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    p.add_argument("--lr", type=float, default=None, help="default 1.0 (sgd) / 1e-3 (adam)")
+    p.add_argument("--max-epochs", type=_positive, default=100)
+    p.add_argument("--clf-batch-size", type=_positive, default=16)
+    p.add_argument("--n-logits", type=_positive, default=10,
+                   help="classifier outputs (default 10 as [C]; at least the number of classes)")
+    p.set_defaults(func=run_classify)
+    return probe

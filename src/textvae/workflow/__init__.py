@@ -1,0 +1,1 @@
+"""Running the plan: DVC stages and GPU slots. Imports reports and below."""
