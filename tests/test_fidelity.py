@@ -81,3 +81,24 @@ def test_cyclic_schedule_follows_liu_et_al_ptb_schedule():
     for step in range(1, 2 * 10 * bpe + 1):
         beta = 0.1 if (step - 1) % (10 * bpe) == 0 else min(1.0, beta + 1 / (5 * bpe))
         assert s(step) == pytest.approx(beta, abs=1e-12), step
+
+
+@pytest.mark.slow
+def test_bench_against_the_authors_code(shared_data, tmp_path):
+    """bench/fidelity.py end to end on two scenarios, when $TEXTVAE_AUTHORS_REPO names a checkout of
+    bohanli/vae-pretraining-encoder (skipped otherwise): both agree to float rounding."""
+    import os
+    import subprocess
+    src = os.environ.get("TEXTVAE_AUTHORS_REPO")
+    if not src:
+        pytest.skip("$TEXTVAE_AUTHORS_REPO is not set: give it a checkout of "
+                    "https://github.com/bohanli/vae-pretraining-encoder to compare with the authors' code")
+    md = tmp_path / "F.md"
+    md.write_text("# F\n\n## Other\n\nkept\n")
+    p = subprocess.run([sys.executable, str(REPO / "bench" / "fidelity.py"), "--authors", src, "--scenarios", "vae",
+                        "ours", "--ptb", str(shared_data / "ptb"), "--write", str(md)], capture_output=True,
+                       text=True, timeout=900, cwd=REPO)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    rows = [ln for ln in md.read_text().splitlines() if ln.startswith(("| vae |", "| ours |"))]
+    assert len(rows) == 2 and all("✅ float rounding" in r for r in rows), rows
+    assert "## Other\n\nkept" in md.read_text()
