@@ -178,7 +178,7 @@ def step_anneal_fb(T, args, st, batch, rec_list) -> None:
 
 
 def step_beta(B, args, st, batch, rec_list) -> None:
-    """text_beta.py lines 296-313."""
+    """text_beta.py lines 296-314."""
     vae, (enc_opt, dec_opt) = st["model"], st["opts"]
     kl_weight = args.beta
     enc_opt.zero_grad()
@@ -215,7 +215,7 @@ def _rec(loss, rc, kl, beta, st, batch, mask, norm, clip) -> dict:
 
 
 def step_aggressive(H, args, st, batch, rec_list, ids) -> None:
-    """text.py lines 364-419: the encoder-only inner loop while aggressive, then the outer step."""
+    """text.py lines 364-424: the encoder-only inner loop while aggressive, then the outer step."""
     vae, (enc_opt, dec_opt), tb = st["model"], st["opts"], st["train"]
     st["kl_weight"] = kl_weight = min(1.0, st["kl_weight"] + st["anneal_rate"])
     sub_iter, batch_enc, burn_words, burn_pre, burn_cur = 1, batch, 0, 1e4, 0

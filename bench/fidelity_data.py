@@ -78,7 +78,7 @@ def worker_eval(patched: str, data: str, weights: str) -> dict:
             au, _ = U.calc_au(vae, tb)
             args.iw_nsamples = 1000
             iw, iw_ppl = U.calc_iwnll(vae, test.create_data_batch(batch_size=1, device="cpu", batch_first=True),
-                                      args)                                 # lines 230-234 (ns = 100)
+                                      args)                                 # lines 233-235 (ns = 100)
         runs.append({"seed": seed, "neg_elbo": nll, "kl": kl, "rec": nll - kl, "elbo_ppl": float(ppl),
                      "mi": float(mi), "au": int(au), "iw_nll": float(iw), "iw_ppl": float(iw_ppl)})
     return runs

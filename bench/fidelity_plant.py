@@ -29,6 +29,8 @@ BUGS = {
                     "kl_term = (kld * (kld > lam).to(kld.dtype)).sum(1)", "FBP's mask per dimension"),
     "iwae_log_k": ("objectives.py", "- math.log(iwae_k)", "",
                    "IWAE without −log K (both the SPEC form and the authors' compatible form)"),
+    "iwae_log_k_default": ("objectives.py", "loss = -(torch.logsumexp(log_w, dim=1) - math.log(iwae_k))",
+                           "loss = -torch.logsumexp(log_w, dim=1)", "IWAE without −log K in textvae's own (SPEC) form only"),
     "beta_unclamped": ("objectives.py", "return min(1.0, self.kl_start + step * self.rate)",
                        "return self.kl_start + step * self.rate", "β not clamped at 1"),
     "decay_no_reload": ("training.py", "                    self.model.load_state_dict(self.best_model)\n", "",

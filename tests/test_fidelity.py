@@ -102,3 +102,29 @@ def test_bench_against_the_authors_code(shared_data, tmp_path):
     rows = [ln for ln in md.read_text().splitlines() if ln.startswith(("| vae |", "| ours |"))]
     assert len(rows) == 2 and all("✅ float rounding" in r for r in rows), rows
     assert "## Other\n\nkept" in md.read_text()
+
+
+def test_default_iwae_bound_with_equal_weights_is_one_sample_bound(monkeypatch):
+    """textvae's own (SPEC) IW bound, which the replays above do not run (they use the authors' form): with all K
+    samples at μ every importance weight is the same w, so −(logsumexp_k log w − log K) must equal −log w exactly
+    (the authors' form likewise gives −log w); a lost or doubled log K moves it by log 10."""
+    import math
+
+    import torch
+
+    import textvae.objectives as tobj
+    from textvae.model import VAE, ModelConfig, log_normal_diag, log_standard_normal
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(vocab_size=30, enc_emb=8, dec_emb=8, enc_hidden=16, dec_hidden=16, nz=4,
+                            dropout_in=0.0, dropout_out=0.0)).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, 0, 0.3)
+    x = torch.randint(4, 30, (3, 7))
+    monkeypatch.setattr(tobj, "reparameterize", lambda mu, lv, n=1, generator=None: mu.unsqueeze(1).expand(-1, n, -1))
+    with torch.no_grad():
+        mu, logvar = model.encoder(x)
+        z = mu.unsqueeze(1)
+        log_w = model.decoder.log_prob(x, z)[:, 0] + log_standard_normal(z)[:, 0] - log_normal_diag(z, mu, logvar)[:, 0]
+        for compat in (False, True):
+            loss = tobj.vae_loss(model, x, "iwae", 1.0, iwae_k=10, iwae_code_compat=compat).loss
+            assert torch.allclose(loss, -log_w, atol=1e-4), (compat, loss, -log_w, math.log(10))
