@@ -336,7 +336,10 @@ def replay(name: str, data_dir: Path, work: Path, aggressive_ids: list[int] | No
     orig_batch_loss, orig_clip = t.batch_loss, torch.nn.utils.clip_grad_norm_
     orig_train_epoch, orig_validate = t.train_epoch, t.validate
     t.batch_loss, t.train_epoch, t.validate = batch_loss, train_epoch, validate
+    threads = torch.get_num_threads()
     with contextlib.ExitStack() as stack:
+        torch.set_num_threads(1)             # as the fixture was recorded (and tiny matrices gain nothing)
+        stack.callback(torch.set_num_threads, threads)
         stack.enter_context(_patched(tobj, "kl_per_dim", kl_per_dim))
         stack.enter_context(_patched(tobj, "reparameterize", reparam))
         stack.enter_context(_patched(torch.nn.utils, "clip_grad_norm_", clip))
