@@ -28,9 +28,9 @@ machine, so their own code picks ``device = "cpu"``. What is reproduced rather t
 * the training step: their loop body is inline in ``main()`` of text_anneal_fb.py (lines 299-360: batch
   fetch, KL-weight update, ``zero_grad``, the ``fb`` branches, ``loss.mean(dim=-1)``, backward,
   ``clip_grad_norm_(…, 5.0)``, both SGD steps, the ``.item()`` bookkeeping and the ``log_niter`` log line).
-  ``authors_train_step`` below repeats it statement for statement on their objects, and the bench checks at
+  ``authors_train_step`` (authors_checkout.py) repeats it statement for statement on their objects, and the bench checks at
   run time that those lines of the checkout still read as they did at the commit above (sha256). The setup
-  before the loop (lines 175-215, 253-289) is repeated the same way in ``authors_setup``.
+  before the loop (lines 175-215, 253-289) is repeated the same way in ``authors_setup`` (authors_checkout.py).
 * the IW-NLL: ``calc_iwnll`` (utils.py lines 50-77) is a loop over batch-size-1 batches whose body is
   ``loss = model.nll_iw(batch_data, nsamples=args.iw_nsamples, ns=ns)`` and ``report_nll_loss +=
   loss.sum().item()`` (lines 67-69) plus a progress print (line 63). The bench runs that body per sentence, to
@@ -85,6 +85,10 @@ each side starts 4 of them) take about 15-16 minutes on a quiet 2-core machine (
 per process is its start-up), more with reruns.
 A 2-thread run that shares the 2 cores with another busy process slows down many-fold (the OpenMP threads
 wait for each other), which is why such runs are flagged and rerun rather than averaged.
+
+The code is split by concern: authors_checkout.py (their copy, configuration, set-up, loop body, weight map;
+shared with bench/fidelity.py), bench_authors_workers.py (the timed workers), bench_authors_report.py (plan,
+summary, markdown); this file runs them.
 
 tests/test_bench_authors.py checks the weight copy (both models give the same log p(x|z) on the same z) and runs
 --quick end to end when $TEXTVAE_AUTHORS_REPO names a checkout of the authors' repository (skipped otherwise).
