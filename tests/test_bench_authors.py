@@ -1,4 +1,4 @@
-"""bench/bench_authors.py: textvae against the authors' own code.
+"""bench/bench_authors.py (with authors_checkout.py, bench_authors_workers.py, bench_authors_report.py): textvae against the authors' own code.
 
 The tests that need the authors' code look for a checkout of https://github.com/bohanli/vae-pretraining-encoder
 in $TEXTVAE_AUTHORS_REPO (``git clone https://github.com/bohanli/vae-pretraining-encoder DIR``) and are skipped,
@@ -19,7 +19,9 @@ import pytest
 from conftest import REPO, shared_data_dir
 
 sys.path.insert(0, str(REPO / "bench"))
+import authors_checkout as ac  # noqa: E402
 import bench_authors as ba  # noqa: E402
+import bench_authors_report as rep  # noqa: E402
 
 CORPUS = {
     "train": "the cat sat on the mat\na dog ran in the park\nthe park was green and quiet\nwe saw a cat today\n",
@@ -42,7 +44,7 @@ def _check(tmp_path: Path, mismap: bool) -> dict:
     src = authors_repo()
     patched = tmp_path / "authors_patched"
     if not patched.exists():
-        ba.patched_copy(src, patched)
+        ac.patched_copy(src, patched)
     for split, text in CORPUS.items():
         (tmp_path / f"{split}.txt").write_text(text)
     code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import bench_authors as b; "
@@ -79,8 +81,8 @@ def test_weight_copy_check_catches_a_wrong_correspondence(tmp_path):
 def test_patched_copy_changes_only_the_listed_lines(tmp_path):
     src = authors_repo()
     dest = tmp_path / "patched"
-    changes = ba.patched_copy(src, dest)
-    assert [(c["file"], c["line"]) for c in changes] == [(f, n) for f, n, *_ in ba.PATCHES]
+    changes = ac.patched_copy(src, dest)
+    assert [(c["file"], c["line"]) for c in changes] == [(f, n) for f, n, *_ in ac.PATCHES]
     for p in sorted(src.rglob("*")):
         rel = p.relative_to(src)
         if p.is_dir() or ".git" in rel.parts or not (dest / rel).exists() and (
@@ -96,7 +98,7 @@ def test_patched_copy_changes_only_the_listed_lines(tmp_path):
         diff = [i + 1 for i, (x, y) in enumerate(zip(la, lb)) if x != y]
         assert diff == [120, 137, 138]
         assert all(".cuda()" in la[i - 1] and ".cuda()" not in lb[i - 1] for i in diff)
-    assert ba.loop_sha(src) == ba.LOOP["sha256"], "their training loop changed: re-check authors_train_step"
+    assert ac.loop_sha(src) == ac.LOOP["sha256"], "their training loop changed: re-check authors_train_step"
 
 
 @pytest.mark.slow
@@ -161,8 +163,8 @@ def test_write_section_replaces_only_its_section(tmp_path):
 def test_plan_spans_the_length_distribution():
     """Stratified picks cover every band of the length-sorted list; batch shapes follow both codebases'
     exact-length batching."""
-    assert ba.batch_shapes([3, 1, 3, 3, 2], batch_size=2) == [[1, 3], [1, 4], [2, 5], [1, 5]]
+    assert rep.batch_shapes([3, 1, 3, 3, 2], batch_size=2) == [[1, 3], [1, 4], [2, 5], [1, 5]]
     rng = random.Random(0)
-    picks = ba.stratified(1000, 10, rng)
+    picks = rep.stratified(1000, 10, rng)
     assert len(picks) == 10 and all(100 * i <= p < 100 * (i + 1) for i, p in enumerate(picks))
-    assert ba.stratified(3, 10, rng) == [0, 1, 2]
+    assert rep.stratified(3, 10, rng) == [0, 1, 2]
