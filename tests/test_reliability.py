@@ -583,3 +583,48 @@ def test_snakemake_killed_during_training_resumes_to_the_identical_run(tmp_path)
     a, b = load_checkpoint(full / target)["model"], load_checkpoint(cut / target)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert "Nothing to be done" in snakemake(cut, "-n", "--cores", "1", target, env=env).stdout
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Issue 26 item 2: a resumed run keeps the whole history of its train.log
+# ----------------------------------------------------------------------------------------------------------
+
+def _kill_mid_training(corpus: Path, run: Path, epochs_done: int = 2) -> list[str]:
+    """``textvae train`` SIGKILLed once ``epochs_done`` epochs are in metrics.jsonl; train.log's lines then."""
+    argv = [sys.executable, "-m", "textvae", "train", "--data", str(corpus), "--method", "vae", "--out", str(run),
+            "--epochs", "200", *TINY]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= epochs_done:
+                break
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (run / "best.pt").exists(), "the training finished before it could be killed"
+    return (run / "train.log").read_text().splitlines()
+
+
+@pytest.mark.parametrize("deleted", [True, False], ids=["train-log-deleted", "train-log-kept"])
+def test_sigkill_and_resume_keeps_the_head_of_train_log(corpus, tmp_path, deleted):
+    """Snakemake and DVC delete train.log (a declared output) before they rerun the job: the resumed run puts
+    the killed attempts' lines back in front; a plain resume (train.log still there) appends without repeating."""
+    run = tmp_path / "run"
+    before = _kill_mid_training(corpus, run)
+    saved = load_checkpoint(run / "last.pt")
+    done = saved["trainer_state"]["epoch"]
+    assert before[0].split(" ", 2)[2].startswith("method vae") and any(" epoch   0 " in ln for ln in before)
+    if deleted:
+        (run / "train.log").unlink()
+    assert _train(corpus, run, "--epochs", str(done + 1), "--resume") == 0
+    after = (run / "train.log").read_text().splitlines()
+    head = saved["log"].splitlines()
+    assert len(head) >= 2 and before[:len(head)] == head
+    assert after[:len(head)] == head, after[:5]
+    assert sum("resumed from" in ln for ln in after) == 1
+    assert [ln.split(" ", 2)[2][:9] for ln in after if ln.split(" ", 2)[2].startswith("epoch ")] == \
+        [f"epoch {e:3d}" for e in range(done + 1)]   # every epoch once, in order

@@ -108,6 +108,7 @@ def seed_everything(seed: int) -> None:
 
 # files a run writes in its folder (their temporaries of a killed write are removed at the next start)
 OWN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "config.json", "vocab.txt")
+LOG_FILE = "train.log"   # written by the caller's log handler (``textvae train``); its history is kept in last.pt
 LOCK_FILE = ".textvae-train.lock"
 # settings that may change between a killed run and its resumption without changing its result
 RESUME_FREE = ("device", "progress", "max_epochs", "init_from")
@@ -368,7 +369,29 @@ class Trainer:
             "best_model": self.best_model,
             "rng": _rng_state(),
             "resume_key": self.resume_key,
+            "log": self._log_text(),
         }
+
+    def _log_text(self) -> str:
+        """``train.log`` as it stands (the history a resumption restores; '' when nothing logs to it)."""
+        try:
+            return (self.out / LOG_FILE).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _restore_log(self, saved: str) -> None:
+        """After a resumption, ``train.log`` starts with the log of the attempts before it: Snakemake and DVC
+        delete a declared output (train.log is one) before they rerun a job, so the history travels in
+        ``last.pt`` and is put back in front of what this attempt has logged so far. Written in place, not
+        renamed: the log handler keeps appending to the same file (O_APPEND)."""
+        if not saved:
+            return
+        current = self._log_text()
+        if current.startswith(saved):
+            return   # the file survived (a plain `textvae train --resume`): it already holds the history
+        with open(self.out / LOG_FILE, "r+" if (self.out / LOG_FILE).exists() else "w", encoding="utf-8") as fh:
+            fh.write(saved + current)
+            fh.truncate()
 
     @functools.cached_property
     def resume_key(self) -> dict:
@@ -429,6 +452,7 @@ class Trainer:
         if ckpt is not None:
             self._restore(ckpt)
             log.info("resumed from %s at epoch %d (step %d)", last, self.state["epoch"], self.state["step"])
+            self._restore_log(ckpt.get("log") or "")
             st = self.state
             self._write_metrics()   # rows the killed run saved in last.pt but not yet in metrics.jsonl
         else:
@@ -474,9 +498,9 @@ class Trainer:
             rec["best_val"] = st["best"]
             st["history"].append(rec)
             st["epoch"] = epoch + 1
+            log.info(_format_epoch(rec))   # before the save: last.pt keeps the log up to its own epoch
             atomic_save(self._resume_state(), last)
             self._write_metrics()
-            log.info(_format_epoch(rec))
         if self.best_model is None:
             raise TrainingError(f"{last}: the run ended without a finished epoch; nothing to write to best.pt")
         final = model_payload(self.model, self.vocab, self.run_info(), epoch=st["epoch"], best_val=st["best"])
