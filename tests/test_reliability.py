@@ -628,3 +628,47 @@ def test_sigkill_and_resume_keeps_the_head_of_train_log(corpus, tmp_path, delete
     assert sum("resumed from" in ln for ln in after) == 1
     assert [ln.split(" ", 2)[2][:9] for ln in after if ln.split(" ", 2)[2].startswith("epoch ")] == \
         [f"epoch {e:3d}" for e in range(done + 1)]   # every epoch once, in order
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Issue 26 item 5: a full disk while torch writes a checkpoint is one line, and the last state stays intact
+# ----------------------------------------------------------------------------------------------------------
+
+class _FullDisk:
+    """A file whose writes fail with ENOSPC after 1000 bytes (as a disk that fills up mid-checkpoint)."""
+
+    def __init__(self, fh):
+        self._fh = fh
+
+    def write(self, data):
+        if self._fh.tell() + len(data) > 1000:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self._fh.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+
+def test_disk_full_while_writing_last_pt_is_one_line_and_keeps_the_last_state(corpus, tmp_path, capsys,
+                                                                               monkeypatch):
+    import contextlib
+
+    import textvae.modeling.checkpoint as checkpoint
+
+    run = tmp_path / "run"
+    assert _train(corpus, run, "--epochs", "1") == 0
+    saved = (run / "last.pt").read_bytes()
+    capsys.readouterr()
+    real_open = checkpoint.atomic_open
+
+    @contextlib.contextmanager
+    def full_open(path, mode="wb"):
+        with real_open(path, mode) as fh:
+            yield _FullDisk(fh) if Path(path).name == "last.pt" else fh
+
+    monkeypatch.setattr(checkpoint, "atomic_open", full_open)
+    rc, err = cli(["train", "--data", corpus, "--method", "vae", "--out", run, "--epochs", "2", "--resume", *TINY],
+                  capsys)
+    assert rc == 1 and err.splitlines()[-1] == f"textvae train: error: {run}/last.pt: No space left on device", err
+    assert len([ln for ln in err.splitlines() if "error" in ln or "Traceback" in ln]) == 1
+    assert (run / "last.pt").read_bytes() == saved and not list(run.glob(".*tmp*"))

@@ -25,14 +25,14 @@ from tqdm import tqdm
 
 from textvae import DEFAULT_SEED
 from textvae.modeling.checkpoint import (atomic_save, check_bf16, file_sha256, load_checkpoint, model_payload,
-                                resolve_device)
+                                         resolve_device, rng_state, set_rng_state)
 from textvae.config.checks import MODEL_RULES, TRAIN_OPTION_NAMES, TRAIN_RULES, check_values, option_label
 from textvae.corpora.data import Vocab, make_batches, read_corpus, split_path
 from textvae.core.errors import CheckpointError, ConfigError, TrainingError
 from textvae.modeling.methods import Method, get_method
 from textvae.modeling.model import VAE, ModelConfig, build_model
 from textvae.modeling.objectives import BetaSchedule, vae_loss
-from textvae.core.rundir import atomic_write_text, clean_stale_tmp, hold_lock
+from textvae.core.rundir import atomic_write_text, clean_stale_tmp, hold_lock, read_text_or_empty, restore_head
 
 log = logging.getLogger("textvae.train")
 
@@ -76,26 +76,6 @@ class TrainConfig:
     @classmethod
     def field_names(cls) -> set[str]:
         return {f.name for f in dataclasses.fields(cls)}
-
-
-def _rng_state() -> dict:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    # numpy's key array travels as a tensor: checkpoints must load with weights_only=True
-    state = {"python": random.getstate(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos),
-                                                      int(has_gauss), float(cached)],
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def seed_everything(seed: int) -> None:
@@ -367,31 +347,10 @@ class Trainer:
             "optimizers": [o.state_dict() for o in self.optimizers],
             "trainer_state": self.state,
             "best_model": self.best_model,
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "resume_key": self.resume_key,
-            "log": self._log_text(),
+            "log": read_text_or_empty(self.out / LOG_FILE),   # put back by a resumption (restore_head)
         }
-
-    def _log_text(self) -> str:
-        """``train.log`` as it stands (the history a resumption restores; '' when nothing logs to it)."""
-        try:
-            return (self.out / LOG_FILE).read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def _restore_log(self, saved: str) -> None:
-        """After a resumption, ``train.log`` starts with the log of the attempts before it: Snakemake and DVC
-        delete a declared output (train.log is one) before they rerun a job, so the history travels in
-        ``last.pt`` and is put back in front of what this attempt has logged so far. Written in place, not
-        renamed: the log handler keeps appending to the same file (O_APPEND)."""
-        if not saved:
-            return
-        current = self._log_text()
-        if current.startswith(saved):
-            return   # the file survived (a plain `textvae train --resume`): it already holds the history
-        with open(self.out / LOG_FILE, "r+" if (self.out / LOG_FILE).exists() else "w", encoding="utf-8") as fh:
-            fh.write(saved + current)
-            fh.truncate()
 
     @functools.cached_property
     def resume_key(self) -> dict:
@@ -414,7 +373,7 @@ class Trainer:
         self._build_optimizers()
         for opt, sd in zip(self.optimizers, ckpt["optimizers"]):
             opt.load_state_dict(sd)
-        _set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
 
     def run_info(self) -> dict:
         return {**dataclasses.asdict(self.cfg), "method": self.method.name, "lr0": self.lr0,
@@ -452,7 +411,8 @@ class Trainer:
         if ckpt is not None:
             self._restore(ckpt)
             log.info("resumed from %s at epoch %d (step %d)", last, self.state["epoch"], self.state["step"])
-            self._restore_log(ckpt.get("log") or "")
+            # Snakemake and DVC delete train.log (a declared output) before they rerun a job
+            restore_head(self.out / LOG_FILE, ckpt.get("log") or "")
             st = self.state
             self._write_metrics()   # rows the killed run saved in last.pt but not yet in metrics.jsonl
         else:

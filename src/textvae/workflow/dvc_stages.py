@@ -22,7 +22,7 @@ from itertools import combinations
 from pathlib import Path
 
 from textvae.core.errors import ConfigError
-from textvae.core.rundir import atomic_write_text
+from textvae.core.rundir import atomic_write_text, read_json_lines
 from textvae.modeling.methods import LAM_METHODS, PRETRAIN_METHODS, fmt_lam
 from textvae.plan.pipeline import Plan
 from textvae.plan.runs import Run
@@ -171,7 +171,7 @@ def stage_job(plan: Plan, rule: str, target: str, probe: str | None = None):
 def write_curves(run_dir: str | Path) -> Path:
     """``metrics.jsonl`` as a JSON list (``curves.json``), the training curves for ``dvc plots``."""
     run_dir = Path(run_dir)
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = read_json_lines(run_dir / "metrics.jsonl")
     out = run_dir / "curves.json"
     atomic_write_text(json.dumps(records, indent=1) + "\n", out)
     return out
