@@ -167,3 +167,67 @@ def test_a_checkpoint_with_an_altered_vocabulary_does_not_load(tmp_path, edit, m
     atomic_save({**ckpt, "vocab": vocab}, path)
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# snakemake and `dvc repro` never rebuild the same results at once
+# ----------------------------------------------------------------------------------------------------------
+
+def _dvc_and_snakemake_workdir(tmp_path):
+    from test_dvc import dvc_repo
+    from test_pipeline import copy_pipeline, edit_params, tiny_demo
+
+    work = dvc_repo(copy_pipeline(tmp_path / "wf"))
+    edit_params(work, tiny_demo)
+    corpus = work / "data" / "synthetic"
+    corpus.mkdir(parents=True)
+    (corpus / "train.txt").write_text("a corpus prepared before\n")
+    return work, corpus / "train.txt"
+
+
+def _needs(*tools):
+    import shutil
+
+    missing = [t for t in tools if shutil.which(t) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"{', '.join(missing)} not installed")
+
+
+@_needs("snakemake", "dvc", "git")
+def test_snakemake_stops_before_any_job_while_dvc_runs(tmp_path):
+    import zc.lockfile
+
+    from test_pipeline import snakemake
+
+    work, kept = _dvc_and_snakemake_workdir(tmp_path)
+    held = zc.lockfile.LockFile(str(work / ".dvc" / "tmp" / "lock"))   # what `dvc repro` holds while it runs
+    try:
+        proc = snakemake(work, "--cores", "1", "--forceall", "data/synthetic/train.txt", check=False)
+    finally:
+        held.close()
+    assert proc.returncode != 0
+    assert "a dvc command (pid " in proc.stderr and "is running in this folder" in proc.stderr, proc.stderr[-2000:]
+    assert kept.read_text() == "a corpus prepared before\n"   # snakemake deleted nothing
+
+
+@_needs("snakemake", "dvc", "git")
+def test_dvc_repro_refuses_to_start_while_snakemake_runs(tmp_path):
+    import subprocess
+    import sys
+
+    from test_pipeline import run
+
+    work, kept = _dvc_and_snakemake_workdir(tmp_path)
+    # a running snakemake: its onstart holds DVC's lock shared (a second snakemake may share it)
+    code = ("from textvae.workflow.dvc_stages import exclude_dvc_repro; exclude_dvc_repro(); "
+            "exclude_dvc_repro(); print('held', flush=True); import time; time.sleep(300)")
+    holders = [subprocess.Popen([sys.executable, "-c", code], cwd=work, stdout=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    try:
+        assert all(h.stdout.readline().strip() == "held" for h in holders)
+        proc = run(["dvc", "repro", "--force", "data@synthetic"], work, check=False)
+    finally:
+        for h in holders:
+            h.kill()
+            h.wait()
+    assert proc.returncode != 0 and "Unable to acquire lock" in proc.stderr + proc.stdout, proc.stderr[-2000:]
+    assert kept.read_text() == "a corpus prepared before\n"   # DVC deleted nothing

@@ -122,6 +122,8 @@ def bad(corpus, ckpt, tmp_path_factory) -> dict:
         "fbp_mode": text.replace("fbp_mode: per_example", "fbp_mode: bogus", 1),
         "nz": text.replace("enc_hidden: 64, dec_hidden: 64, nz: 32}", "enc_hidden: 64, dec_hidden: 64, nz: 0}", 1),
         "ours0": text.replace("ours@*", "ours@0", 1),
+        "duplicate_row": text.replace("rows: [ae, vae, anneal, cyclic, aggressive, fbp@7, fbp@3, fb@7, fb@3]",
+                                      "rows: [ae, vae, anneal, cyclic, aggressive, fbp@7, fbp@3, fb@7, fb@3, vae]", 1),
     }
     for name, body in variants.items():
         assert body != text, name
@@ -507,6 +509,11 @@ def test_snakemake_killed_during_training_resumes_to_the_identical_run(tmp_path)
     log = (cut / "logs" / "train" / "synthetic" / "anneal" / "seed783435.log").read_text()
     assert f"resumed from {RUN}/last.pt at epoch {done}" in log, log[-2000:]
     assert "epoch   0 " not in log   # no epoch was trained twice
+    # train.log is a declared output, deleted before the rerun: its head comes back from last.pt (issue 26)
+    run_log = [ln.split(" ", 2)[2] for ln in (cut / RUN / "train.log").read_text().splitlines()]
+    assert run_log[0].startswith("method anneal"), run_log[:3]
+    epochs = [int(ln.split()[1]) for ln in run_log if ln.startswith("epoch ")]
+    assert epochs == list(range(len(records(full / RUN)))), run_log
     assert records(cut / RUN) == records(full / RUN)
     a, b = load_checkpoint(full / target)["model"], load_checkpoint(cut / target)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -15,7 +15,9 @@ source of commands), so the two front ends run the same commands on the same pat
 from __future__ import annotations
 
 import ast
+import fcntl
 import json
+import os
 import subprocess
 import sys
 from itertools import combinations
@@ -166,6 +168,30 @@ def stage_job(plan: Plan, rule: str, target: str, probe: str | None = None):
     if rule == "probe":
         return plan.probe_job(run, probe)
     raise ConfigError(f"unknown stage kind {rule!r}")
+
+
+DVC_LOCK = ".dvc/tmp/lock"   # DVC's repository lock: `dvc repro` holds it (fcntl.flock, exclusive) while it runs
+_SHARED: list[int] = []      # the lock held for the life of this process
+
+
+def exclude_dvc_repro(root: str | Path = ".") -> None:
+    """For a Snakemake run (its ``onstart``, before any job deletes an output): hold DVC's repository lock
+    *shared* until the process ends. `dvc repro` needs it exclusively, so on this folder it refuses to start
+    (\"Unable to acquire lock\") before it deletes any stage output; several snakemakes share it. When `dvc`
+    holds it now: a one-line ConfigError, and snakemake stops before its first job."""
+    lock = Path(root) / DVC_LOCK
+    if _SHARED or not lock.parent.parent.is_dir():   # already held, or not a DVC repository
+        return
+    lock.parent.mkdir(exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise ConfigError(f"{lock}: a dvc command (pid {holder}) is running in this folder; snakemake and "
+                          "`dvc repro` must not rebuild the same results at once: wait for it to end") from None
+    _SHARED.append(fd)
 
 
 def write_curves(run_dir: str | Path) -> Path:
