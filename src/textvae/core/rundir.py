@@ -89,7 +89,7 @@ def read_json_lines(path: str | Path) -> list[dict]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{n}: not a JSON line ({exc.msg} at column {exc.colno})") from None
+            raise DataError(f"{path}:{n}: not a JSON line ({exc.msg}: column {exc.colno})") from None
         if not isinstance(record, dict):
             raise DataError(f"{path}:{n}: not a JSON object (a {type(record).__name__})")
         records.append(record)
