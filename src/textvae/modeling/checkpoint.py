@@ -81,8 +81,8 @@ def _check_vocab(path: Path, ckpt: dict) -> None:
                               "was altered (or belongs to another model)")
     recorded = ckpt.get("vocab_sha256")
     if recorded is not None and recorded != vocab_sha256(vocab):
-        raise CheckpointError(f"{path}: its vocabulary was altered after training (sha256 {vocab_sha256(vocab)[:12]}… "
-                              f"is not the recorded {str(recorded)[:12]}…)")
+        raise CheckpointError(f"{path}: its vocabulary was altered after training (sha256 "
+                              f"{vocab_sha256(vocab)[:12]}… is not the recorded {str(recorded)[:12]}…)")
 
 
 def _load_failure(exc: Exception) -> str:
