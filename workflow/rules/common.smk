@@ -17,6 +17,16 @@ if _dvc_stale:
     print(f"textvae: note: {dvc_stages.RUNS_FILE} differs from params.yaml; run `textvae pipeline dvc-yaml` "
           "before `dvc repro` (snakemake is not affected)", file=sys.stderr)
 
+
+onstart:
+    # `dvc repro` deletes a stage's outputs before it runs the stage: not on this folder while snakemake runs
+    # (it finds DVC's repository lock taken and refuses to start), nor snakemake while dvc runs (issue 26)
+    try:
+        dvc_stages.exclude_dvc_repro()
+    except ConfigError as exc:
+        sys.exit(str(exc))
+
+
 # Runtime settings (profiles' `config:`), not experiment knobs: jobs per GPU for the slot pool.
 GPU_SLOTS_PER_DEVICE = config.get("gpu_slots_per_device", 1)
 # every GPU job goes through the slot pool (textvae.workflow.gpu_slots); it runs on the CPU when there is no GPU

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator
 
-from textvae.core.errors import ConfigError
+from textvae.core.errors import ConfigError, DataError
 
 
 def tmp_name(path: str | Path, tag: str | int | None = None) -> Path:
@@ -55,6 +56,44 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
 def atomic_write_text(text: str, path: str | Path) -> None:
     with atomic_open(path, "w") as fh:
         fh.write(text)
+
+
+def read_text_or_empty(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def restore_head(path: str | Path, head: str) -> None:
+    """Make the log file ``path`` start with ``head`` (the history of earlier attempts, kept elsewhere) when
+    it does not (it was deleted, or started afresh, by a workflow manager): ``head`` + what it holds now.
+    Written in place, not renamed, so that a log handler appending to it (O_APPEND) goes on doing so."""
+    path = Path(path)
+    current = read_text_or_empty(path)
+    if not head or current.startswith(head):
+        return
+    with open(path, "r+" if path.exists() else "w", encoding="utf-8") as fh:
+        fh.write(head + current)
+        fh.truncate()
+
+
+def read_json_lines(path: str | Path) -> list[dict]:
+    """The records of a JSON-lines file (``metrics.jsonl``); a line that is not one JSON object (a half line
+    of a damaged file, a list) is a DataError naming the file and the line."""
+    path = Path(path)
+    records = []
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{n}: not a JSON line ({exc.msg}: column {exc.colno})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{n}: not a JSON object (a {type(record).__name__})")
+        records.append(record)
+    return records
 
 
 def clean_stale_tmp(directory: str | Path, names: Iterable[str]) -> list[Path]:

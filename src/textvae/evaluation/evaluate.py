@@ -139,7 +139,7 @@ def evaluate_checkpoint(ckpt: str | Path, data: str | Path, split: str = "test",
                         progress: bool = False, precision_check: int = 0) -> dict:
     """Load ``ckpt`` (any kind the trainer writes), read ``split`` of ``data`` with the checkpoint's vocab, and
     compute every column of Tables 10/11 (SPEC §5). Returns the metrics dict (docs/architecture.md)."""
-    from textvae.modeling.checkpoint import file_sha256, load_model, resolve_device
+    from textvae.modeling.checkpoint import file_sha256, load_model, resolve_device, settings_sha256
     dev = resolve_device(device)
     model, vocab, ck = load_model(ckpt, dev)
     path = split_path(data, split)
@@ -149,7 +149,7 @@ def evaluate_checkpoint(ckpt: str | Path, data: str | Path, split: str = "test",
     run = ck.get("run") or {}
     res["checkpoint"] = {"path": str(ckpt), "sha256": file_sha256(ckpt), "method": run.get("method"),
                          "lam": run.get("lam"), "kind": ck.get("kind"), "epoch": ck.get("epoch"),
-                         "dataset": run.get("dataset")}
+                         "dataset": run.get("dataset"), "settings_sha256": settings_sha256(run)}
     res["split"] = split
     res["data"] = str(path)
     res["dropped_empty"] = corpus.dropped_empty

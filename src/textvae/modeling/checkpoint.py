@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import random
 import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from textvae.corpora.data import Vocab
 from textvae.core.errors import CheckpointError, ConfigError
 from textvae.modeling.model import ModelConfig, build_model
+from textvae.core.hashing import file_sha256, settings_sha256  # noqa: F401 (imported from here)
 from textvae.core.rundir import atomic_open
 
 FORMAT = "textvae-checkpoint-v1"
@@ -19,9 +22,28 @@ REQUIRED_KEYS = ("kind", "model_config", "vocab", "model")
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` through ``rundir.atomic_open`` (never a half-written checkpoint)."""
-    with atomic_open(path, "wb") as fh:
-        torch.save(obj, fh)
+    """``torch.save`` through ``rundir.atomic_open`` (never a half-written checkpoint). torch's zip writer turns
+    a failed write (disk full, quota) into a RuntimeError about stream positions; the OSError behind it is
+    raised instead, naming ``path``, so that the CLI reports it in one line."""
+    try:
+        with atomic_open(path, "wb") as fh:
+            torch.save(obj, fh)
+    except RuntimeError as exc:
+        cause = _os_error(exc)
+        if cause is None:
+            raise
+        raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from None
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError in ``exc``'s chain of causes and contexts, if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -39,7 +61,28 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: incomplete checkpoint (no {missing[0]!r} entry)")
     if not isinstance(ckpt["model"], dict) or not isinstance(ckpt["model_config"], dict):
         raise CheckpointError(f"{path}: incomplete checkpoint (its 'model' or 'model_config' entry is empty)")
+    _check_vocab(path, ckpt)
     return ckpt
+
+
+def vocab_sha256(itos) -> str:
+    """The hash a checkpoint records of its vocabulary (the entries in order, one per line)."""
+    return hashlib.sha256("\n".join(itos).encode("utf-8")).hexdigest()
+
+
+def _check_vocab(path: Path, ckpt: dict) -> None:
+    """The vocabulary must be the one the model was trained with: as many entries as the model's embedding
+    rows, and (checkpoints since issue 26 record it) the same entries in the same order."""
+    vocab, size = ckpt["vocab"], ckpt["model_config"].get("vocab_size")
+    if not isinstance(vocab, (list, tuple)) or not all(isinstance(w, str) for w in vocab):
+        raise CheckpointError(f"{path}: damaged checkpoint (its 'vocab' entry is not a list of words)")
+    if size is not None and len(vocab) != size:
+        raise CheckpointError(f"{path}: its vocabulary has {len(vocab)} entries, the model {size}; the vocabulary "
+                              "was altered (or belongs to another model)")
+    recorded = ckpt.get("vocab_sha256")
+    if recorded is not None and recorded != vocab_sha256(vocab):
+        raise CheckpointError(f"{path}: its vocabulary was altered after training (sha256 "
+                              f"{vocab_sha256(vocab)[:12]}… is not the recorded {str(recorded)[:12]}…)")
 
 
 def _load_failure(exc: Exception) -> str:
@@ -105,14 +148,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     return model, Vocab(ckpt["vocab"]), ckpt
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def model_payload(model: torch.nn.Module, vocab: Vocab, run: dict | None = None, **extra: Any) -> dict:
     """The checkpoint dict for a model (``best.pt``); ``last.pt`` adds optimiser, trainer and RNG state."""
     return {
@@ -120,7 +155,29 @@ def model_payload(model: torch.nn.Module, vocab: Vocab, run: dict | None = None,
         "kind": model.kind,
         "model_config": model.cfg.to_dict(),
         "vocab": list(vocab.itos),
+        "vocab_sha256": vocab_sha256(vocab.itos),
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "run": dict(run or {}),
         **extra,
     }
+
+
+def rng_state() -> dict:
+    """The random generators' states (python, numpy, torch, CUDA) a resume state carries."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    # numpy's key array travels as a tensor: checkpoints must load with weights_only=True
+    state = {"python": random.getstate(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos),
+                                                      int(has_gauss), float(cached)],
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

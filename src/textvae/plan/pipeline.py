@@ -116,6 +116,27 @@ class Plan:
     def __init__(self, params: dict, params_path: str = PARAMS):
         self.params = params
         self.params_path = params_path
+        self._check_rows()
+
+    def _check_rows(self) -> None:
+        """A row is listed once per dataset of a table (directly or through ``method@*``): a repeated row would
+        be merged silently into one; ConfigError naming the key."""
+        for name, spec in (self.params.get("tables") or {}).items():
+            rows = (spec or {}).get("rows") or []
+            lists = rows.items() if isinstance(rows, dict) else [(None, rows)]
+            for ds, texts in lists:
+                seen: dict[Row, str] = {}
+                for text in texts or []:
+                    try:
+                        expanded = self._expand(str(text), spec.get("lams") or [])
+                    except (ConfigError, ValueError, TypeError):
+                        continue   # a malformed row: the check of params.yaml names it
+                    for row in expanded:
+                        if row in seen:
+                            via = "" if seen[row] == text == row.key else f" (through {seen[row]!r} and {text!r})"
+                            key = f"tables.{name}.rows" + (f".{ds}" if ds else "")
+                            raise ConfigError(f"{self.params_path}: {key}: row {row.key!r} is listed twice{via}")
+                        seen[row] = text
 
     @classmethod
     def load(cls, path: str | Path = PARAMS, schema: str | Path | None = SCHEMA) -> "Plan":

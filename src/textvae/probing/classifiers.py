@@ -19,6 +19,26 @@ from textvae.probing.setup import progress_bar
 # Classification helpers (SPEC §7)
 # ==========================================================================================================
 
+MAX_CLASSES = 100   # a label column is a small set of classes (Yelp: 5); integer labels are class indices below it
+
+
+def check_labels(labels: Sequence[str], source: str) -> None:
+    """A label column must name at least two classes and be a small set of them; an integer label is a class
+    index ([C]: ``int(label)``) and must be below MAX_CLASSES (so that no classifier or count is sized by a
+    stray number). DataError naming ``source`` otherwise."""
+    classes = sorted(set(labels))
+    if len(classes) < 2:
+        shown = f"every label is {classes[0]!r}" if classes else "no labels"
+        raise DataError(f"{source}: {shown}; classification needs at least two classes")
+    if len(classes) > MAX_CLASSES:
+        raise DataError(f"{source}: {len(classes)} distinct labels ({', '.join(map(repr, classes[:3]))}, …) are not "
+                        f"a set of classes (at most {MAX_CLASSES})")
+    for label in classes:
+        if label.lstrip("-").isdigit() and int(label) >= MAX_CLASSES:
+            raise DataError(f"{source}: label {label!r} is not a class index (integer labels are indices below "
+                            f"{MAX_CLASSES})")
+
+
 def label_index(*label_lists: Sequence[str]) -> dict[str, int]:
     """One label → class-index map for all splits: integer labels keep their value (``"1"`` → 1, as [C]
     converts with ``int``); any non-integer label switches to sorted-string order."""

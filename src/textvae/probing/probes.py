@@ -38,7 +38,8 @@ from textvae.corpora.data import Vocab, read_corpus, split_path
 from textvae.core.errors import ConfigError, DataError
 from textvae.core.markdown import md_escape
 from textvae.core.rundir import atomic_write_text
-from textvae.probing.classifiers import gmm_accuracy, label_index, sample_label_subset, train_linear
+from textvae.probing.classifiers import (check_labels, gmm_accuracy, label_index, sample_label_subset,
+                                        train_linear)
 from textvae.probing.metrics import (corpus_bleu, interpolation_points, min_edit_distances, noisy_reconstruction,
                                    smoothness_pcc)
 from textvae.probing.setup import (checkpoint_info, cpu_generator, decode, encode, ids_to_tokens, load_vae, markdown_path,
@@ -248,6 +249,7 @@ def run_copy(args) -> int:
 def _labelled(corpus, path) -> list[str]:
     if corpus.labels is None:
         raise DataError(f"{path}: classification needs a labelled file (label<TAB>text)")
+    check_labels(corpus.labels, str(path))
     return corpus.labels
 
 
@@ -271,8 +273,6 @@ def run_classify(args) -> int:
 
     valid_path = split_path(args.data, "valid")
     test_path = split_path(args.data, args.split)
-    vx, vlab, _ = features(valid_path, "valid")
-    sx, slab, _ = features(test_path, args.split)
     train_file = Path(args.data) / "train.txt"
     have_train = train_file.is_file()
 
@@ -300,10 +300,19 @@ def run_classify(args) -> int:
             if args.labels and not have_train:
                 raise DataError(f"{train_file}: file not found; sampling labelled subsets needs the full training "
                                 f"split (or use --subset-source files / --train-labelled)")
+            if args.labels:   # before hours of encoding: the counts must fit the labelled set
+                total = len(_labelled(read_corpus(train_file, labelled=True), train_file))
+                too_many = [n for n in args.labels if n > total]
+                if too_many:
+                    raise DataError(f"{train_file}: --labels {too_many[0]}: more than its {total} labelled "
+                                    "examples")
             for n in args.labels:
                 sets[str(n)] = (train_file, n)
                 sources[str(n)] = (f"sample {n} of {train_file} ({args.label_sampling}, "
                                    f"numpy seed {args.subset_seed})")
+
+    vx, vlab, _ = features(valid_path, "valid")
+    sx, slab, _ = features(test_path, args.split)
 
     # GMM training features
     gmm_file = Path(args.gmm_fit) if args.gmm_fit else train_file
@@ -362,6 +371,9 @@ def run_classify(args) -> int:
         if n is not None:
             idx = sample_label_subset(ty, n, args.subset_seed, args.label_sampling)
             tx, ty, tlen = tx[idx], ty[idx], [tlen[i] for i in idx]
+            if len(np.unique(ty)) < 2:
+                raise DataError(f"{sources[key]}: the sampled examples hold one class; classification needs at "
+                                "least two (sample more labels or --label-sampling balanced)")
         res = train_linear(tx, ty, vx, vy, sx, sy, n_logits=args.n_logits, train_lengths=tlen, seed=args.seed,
                            batch_size=args.clf_batch_size, optimizer=args.optimizer, lr=args.lr,
                            max_epochs=args.max_epochs, quiet=args.quiet, desc=f"linear {key}")

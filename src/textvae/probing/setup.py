@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from textvae.modeling.checkpoint import file_sha256, load_model
+from textvae.modeling.checkpoint import file_sha256, load_model, settings_sha256
 from textvae.corpora.data import BOS_ID, EOS_ID, Vocab, make_batches
 from textvae.core.errors import CheckpointError
 from textvae.core.rundir import atomic_write_text
@@ -79,7 +79,7 @@ def checkpoint_info(path: str | Path, ckpt: dict) -> dict:
     run = ckpt.get("run") or {}
     return {"path": str(path), "sha256": file_sha256(path), "method": run.get("method"), "lam": run.get("lam"),
             "dataset": run.get("dataset"), "train_seed": run.get("seed"), "epoch": ckpt.get("epoch"),
-            "best_val": ckpt.get("best_val")}
+            "best_val": ckpt.get("best_val"), "settings_sha256": settings_sha256(run)}
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ Values are the mean over the experiment's seeds, as in the tables.
 """
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -92,7 +93,7 @@ class Values:
             for run in self.runs(sec, row):
                 data = self.results.json(self.file(run))
                 if data is None:
-                    raise Missing("not run", f"`{self.file(run)}` missing")
+                    raise Missing("not run", f"`{self.file(run)}` {self.results.why_missing(self.file(run))}")
                 node = data.get(head)
                 if not isinstance(node, dict) or not node:
                     raise Missing("missing value", f"`{self.file(run)}` has no {head}")
@@ -106,7 +107,8 @@ class Values:
         for run in runs:
             data = self.results.json(self.file(run))
             if data is None:
-                raise Missing("not run", f"{label(row)}: `{self.file(run)}` missing")
+                raise Missing("not run", f"{label(row)}: `{self.file(run)}` "
+                                         f"{self.results.why_missing(self.file(run))}")
             node = data
             for key in metric.split("."):
                 node = node.get(key) if isinstance(node, dict) else None
@@ -114,6 +116,9 @@ class Values:
                 node = node["accuracy"]
             if not isinstance(node, (int, float)):
                 raise Missing("missing value", f"{label(row)}: `{self.file(run)}` has no {metric}")
+            if not math.isfinite(node):
+                self.results.problems.setdefault(self.file(run), f"{metric} is {node}")
+                raise Missing("missing value", f"{label(row)}: `{self.file(run)}` has {metric} = {node}")
             values.append(float(node))
         if not values:
             raise Missing("not run", f"{label(row)}: no runs")

@@ -80,4 +80,4 @@ def draw(rep, item: str, out: Path) -> list[str]:
     with atomic_path(out, f"{os.getpid()}{out.suffix}") as tmp:
         fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    return list(dict.fromkeys(rep.results.missing))
+    return list(dict.fromkeys(rep.results.missing)) + list(rep.results.problems)

@@ -6,10 +6,12 @@ import json
 import math
 import statistics
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from textvae.modeling import methods
-from textvae.core.errors import ConfigError
+from textvae.core.errors import ConfigError, DataError
+from textvae.core.hashing import file_sha256, settings_sha256
+from textvae.core.rundir import read_json_lines
 from textvae.modeling.methods import fmt_lam
 from textvae.plan.runs import Row, Run
 
@@ -84,19 +86,33 @@ def md_table(header: list[str], rows: list[list[str]], align: list[str] | None =
 # ----------------------------------------------------------------------------------------------------------
 
 class Results:
-    """Reads run outputs (relative to ``root``), remembering what was missing and which devices ran them."""
+    """Reads run outputs (relative to ``root``), remembering what was missing, what was unusable and which
+    devices ran them.
+
+    A result file is used only when it is this run's: a JSON object whose ``checkpoint.path`` lies in the run's
+    own folder, whose ``checkpoint.sha256`` is that of the run's checkpoint and whose ``settings_sha256`` that
+    of its ``config.json`` (where those files are at hand; older files record only the path and sha256). A file
+    that is malformed (not a JSON object, a half line in ``metrics.jsonl``), belongs to another run, or holds a
+    non-finite value where a metric is read is not used and is listed in ``problems`` with the reason: the
+    reports name it in their notes, never a silent blank."""
 
     def __init__(self, root: str | Path = "."):
         self.root = Path(root)
         self.missing: list[str] = []
+        self.problems: dict[str, str] = {}
         self.devices: set[str] = set()
         self.iw_samples: set[int] = set()
         self._cache: dict[str, dict | None] = {}
+        self._hashes: dict[Path, str] = {}
 
     def json(self, rel: str) -> dict | None:
         if rel not in self._cache:
             self._cache[rel] = self._read(rel)
         return self._cache[rel]
+
+    def why_missing(self, rel: str) -> str:
+        """``rel`` was not used: 'missing' or 'unusable (REASON)'."""
+        return f"unusable ({self.problems[rel]})" if rel in self.problems else "missing"
 
     def _read(self, rel: str) -> dict | None:
         path = self.root / rel
@@ -105,28 +121,76 @@ class Results:
             return None
         try:
             data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: unreadable result ({exc})") from None
-        if isinstance(data, dict):
-            if data.get("device"):
-                self.devices.add(str(data["device"]))
-            if data.get("iw_samples"):
-                self.iw_samples.add(int(data["iw_samples"]))
+        except json.JSONDecodeError as exc:
+            return self._unusable(rel, f"not valid JSON: {exc.msg} at line {exc.lineno}")
+        if not isinstance(data, dict):
+            return self._unusable(rel, f"not a JSON object but a {type(data).__name__}")
+        foreign = self._foreign(rel, data)
+        if foreign:
+            return self._unusable(rel, foreign)
+        if data.get("device"):
+            self.devices.add(str(data["device"]))
+        if data.get("iw_samples"):
+            self.iw_samples.add(int(data["iw_samples"]))
         return data
+
+    def _unusable(self, rel: str, reason: str) -> None:
+        self.problems.setdefault(rel, reason)
+        return None
+
+    def _foreign(self, rel: str, data: dict) -> str | None:
+        """Why ``data`` (read from ``rel``) is another run's result, or None."""
+        ck = data.get("checkpoint")
+        if not isinstance(ck, dict) or not ck.get("path"):
+            return None   # not a per-checkpoint result
+        run_dir = PurePath(rel).parent
+        theirs = PurePath(str(ck["path"])).parent
+        n = min(len(run_dir.parts), len(theirs.parts))
+        if n and run_dir.parts[-n:] != theirs.parts[-n:]:
+            return f"belongs to another run: computed on {ck['path']}"
+        folder = self.root / run_dir
+        ckpt = folder / PurePath(str(ck["path"])).name
+        if ck.get("sha256") and ckpt.is_file() and self._sha256(ckpt) != ck["sha256"]:
+            return (f"computed on another {ckpt.name} (sha256 {str(ck['sha256'])[:12]}…; the run's is "
+                    f"{self._sha256(ckpt)[:12]}…)")
+        config = folder / "config.json"
+        if ck.get("settings_sha256") and config.is_file():
+            try:
+                ours = settings_sha256(json.loads(config.read_text()))
+            except (OSError, ValueError):
+                ours = None
+            if ours != ck["settings_sha256"]:
+                return f"computed with other settings than {config.name} records (settings_sha256 differs)"
+        return None
+
+    def _sha256(self, path: Path) -> str:
+        if path not in self._hashes:
+            self._hashes[path] = file_sha256(path)
+        return self._hashes[path]
 
     def metrics(self, rel: str) -> list[dict] | None:
         path = self.root / rel
         if not path.exists():
             self.missing.append(rel)
             return None
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        try:
+            return read_json_lines(path)
+        except DataError as exc:   # "PATH:N: not a JSON line (…)"
+            return self._unusable(rel, "line " + str(exc)[len(str(path)) + 1:])
 
     def stat(self, runs: list[Run], file_of, getter) -> Stat:
         values = []
         for run in runs:
-            data = self.json(file_of(run))
+            rel = file_of(run)
+            data = self.json(rel)
             if data is not None:
-                values.append(getter(data))
+                value = getter(data)
+                if isinstance(value, (int, float)) and not math.isfinite(value):
+                    self._unusable(rel, f"{getattr(getter, 'name', 'a value')} is {value}")
+                    continue
+                values.append(value)
         return Stat(values)
 
 
@@ -138,6 +202,7 @@ def getter_of(*keys):
                 return None
             node = node.get(k)
         return node
+    getter.name = ".".join(keys)
     return getter
 
 

@@ -145,11 +145,12 @@ def register(subparsers) -> None:
     p.add_argument("experiment", help="experiment of params.yaml")
     p.add_argument("--params", default=PARAMS, help="parameters file (default params.yaml)")
     p.add_argument("--root", default=".", help="directory holding results/ (default .)")
-    p.add_argument("--command", help="the command that produced the results (default snakemake --cores N EXP)")
+    p.add_argument("--command", dest="produced_by",   # not args.command: that is the subcommand's name
+                   help="the command that produced the results (default snakemake --cores N EXP)")
     p.set_defaults(func=_cmd)
 
 
 def _cmd(args) -> int:
     plan = Plan(load_params(args.params), args.params)
-    print(f"wrote {write(plan, args.experiment, args.root, args.command)}")
+    print(f"wrote {write(plan, args.experiment, args.root, args.produced_by)}")
     return 0

@@ -325,11 +325,17 @@ class Reporter:
 
     def missing_block(self) -> str:
         miss = list(dict.fromkeys(self.results.missing))
-        if not miss:
-            return ""
-        head = (f"**{len(miss)} result file{'s' if len(miss) > 1 else ''} missing** (shown as —; run the "
-                "pipeline to produce them):")
-        return "\n".join([head, ""] + [f"- `{m}`" for m in miss])
+        bad = self.results.problems
+        out = []
+        if miss:
+            head = (f"**{len(miss)} result file{'s' if len(miss) > 1 else ''} missing** (shown as —; run the "
+                    "pipeline to produce them):")
+            out += [head, ""] + [f"- `{m}`" for m in miss]
+        if bad:
+            head = (f"**{len(bad)} result file{'s' if len(bad) > 1 else ''} not used** (shown as — or left out of "
+                    "the mean; rerun the job that writes it):")
+            out += ([""] if out else []) + [head, ""] + [f"- `{rel}`: {md_escape(why)}" for rel, why in bad.items()]
+        return "\n".join(out)
 
     # ------------------------------------------------------------------ items
     def table(self, table: str) -> str:
@@ -445,7 +451,7 @@ def render(plan: Plan, exp: Experiment, item: str, out: Path, root: str | Path =
         return rep.figure(item, out)
     text = rep.index() if item == "index" else rep.claims_page() if item == "claims" else rep.table(item)
     atomic_write_text(text, out)
-    return list(dict.fromkeys(rep.results.missing))
+    return list(dict.fromkeys(rep.results.missing)) + list(rep.results.problems)
 
 
 def register(subparsers) -> None:
@@ -469,12 +475,12 @@ def _cmd_report(args) -> int:
         suffix = ".png" if item.startswith("fig_") else ".md"
         out = Path(args.out) if args.out else Path(exp.report_dir) / (item + suffix)
         missing = render(plan, exp, item, out, args.root)
-        note = f" ({len(missing)} result files missing)" if missing else ""
+        note = f" ({len(missing)} result files missing or not used)" if missing else ""
         print(f"wrote {out}{note}")
         return 0
     out_dir = Path(args.out) if args.out else Path(exp.report_dir)
     for item in items:
         stem = item.rsplit(".", 1)[0]
         missing = render(plan, exp, stem, out_dir / item, args.root)
-        print(f"wrote {out_dir / item}" + (f" ({len(missing)} result files missing)" if missing else ""))
+        print(f"wrote {out_dir / item}" + (f" ({len(missing)} result files missing or not used)" if missing else ""))
     return 0

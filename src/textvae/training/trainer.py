@@ -25,14 +25,14 @@ from tqdm import tqdm
 
 from textvae import DEFAULT_SEED
 from textvae.modeling.checkpoint import (atomic_save, check_bf16, file_sha256, load_checkpoint, model_payload,
-                                resolve_device)
+                                         resolve_device, rng_state, set_rng_state)
 from textvae.config.checks import MODEL_RULES, TRAIN_OPTION_NAMES, TRAIN_RULES, check_values, option_label
 from textvae.corpora.data import Vocab, make_batches, read_corpus, split_path
 from textvae.core.errors import CheckpointError, ConfigError, TrainingError
 from textvae.modeling.methods import Method, get_method
 from textvae.modeling.model import VAE, ModelConfig, build_model
 from textvae.modeling.objectives import BetaSchedule, vae_loss
-from textvae.core.rundir import atomic_write_text, clean_stale_tmp, hold_lock
+from textvae.core.rundir import atomic_write_text, clean_stale_tmp, hold_lock, read_text_or_empty, restore_head
 
 log = logging.getLogger("textvae.train")
 
@@ -78,26 +78,6 @@ class TrainConfig:
         return {f.name for f in dataclasses.fields(cls)}
 
 
-def _rng_state() -> dict:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    # numpy's key array travels as a tensor: checkpoints must load with weights_only=True
-    state = {"python": random.getstate(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos),
-                                                      int(has_gauss), float(cached)],
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
@@ -108,6 +88,7 @@ def seed_everything(seed: int) -> None:
 
 # files a run writes in its folder (their temporaries of a killed write are removed at the next start)
 OWN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "config.json", "vocab.txt")
+LOG_FILE = "train.log"   # written by the caller's log handler (``textvae train``); its history is kept in last.pt
 LOCK_FILE = ".textvae-train.lock"
 # settings that may change between a killed run and its resumption without changing its result
 RESUME_FREE = ("device", "progress", "max_epochs", "init_from")
@@ -366,8 +347,9 @@ class Trainer:
             "optimizers": [o.state_dict() for o in self.optimizers],
             "trainer_state": self.state,
             "best_model": self.best_model,
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "resume_key": self.resume_key,
+            "log": read_text_or_empty(self.out / LOG_FILE),   # put back by a resumption (restore_head)
         }
 
     @functools.cached_property
@@ -391,7 +373,7 @@ class Trainer:
         self._build_optimizers()
         for opt, sd in zip(self.optimizers, ckpt["optimizers"]):
             opt.load_state_dict(sd)
-        _set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
 
     def run_info(self) -> dict:
         return {**dataclasses.asdict(self.cfg), "method": self.method.name, "lr0": self.lr0,
@@ -429,6 +411,8 @@ class Trainer:
         if ckpt is not None:
             self._restore(ckpt)
             log.info("resumed from %s at epoch %d (step %d)", last, self.state["epoch"], self.state["step"])
+            # Snakemake and DVC delete train.log (a declared output) before they rerun a job
+            restore_head(self.out / LOG_FILE, ckpt.get("log") or "")
             st = self.state
             self._write_metrics()   # rows the killed run saved in last.pt but not yet in metrics.jsonl
         else:
@@ -474,9 +458,9 @@ class Trainer:
             rec["best_val"] = st["best"]
             st["history"].append(rec)
             st["epoch"] = epoch + 1
+            log.info(_format_epoch(rec))   # before the save: last.pt keeps the log up to its own epoch
             atomic_save(self._resume_state(), last)
             self._write_metrics()
-            log.info(_format_epoch(rec))
         if self.best_model is None:
             raise TrainingError(f"{last}: the run ended without a finished epoch; nothing to write to best.pt")
         final = model_payload(self.model, self.vocab, self.run_info(), epoch=st["epoch"], best_val=st["best"])

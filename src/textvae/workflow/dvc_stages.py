@@ -15,14 +15,16 @@ source of commands), so the two front ends run the same commands on the same pat
 from __future__ import annotations
 
 import ast
+import fcntl
 import json
+import os
 import subprocess
 import sys
 from itertools import combinations
 from pathlib import Path
 
 from textvae.core.errors import ConfigError
-from textvae.core.rundir import atomic_write_text
+from textvae.core.rundir import atomic_write_text, read_json_lines
 from textvae.modeling.methods import LAM_METHODS, PRETRAIN_METHODS, fmt_lam
 from textvae.plan.pipeline import Plan
 from textvae.plan.runs import Run
@@ -168,10 +170,34 @@ def stage_job(plan: Plan, rule: str, target: str, probe: str | None = None):
     raise ConfigError(f"unknown stage kind {rule!r}")
 
 
+DVC_LOCK = ".dvc/tmp/lock"   # DVC's repository lock: `dvc repro` holds it (fcntl.flock, exclusive) while it runs
+_SHARED: list[int] = []      # the lock held for the life of this process
+
+
+def exclude_dvc_repro(root: str | Path = ".") -> None:
+    """For a Snakemake run (its ``onstart``, before any job deletes an output): hold DVC's repository lock
+    *shared* until the process ends. `dvc repro` needs it exclusively, so on this folder it refuses to start
+    (\"Unable to acquire lock\") before it deletes any stage output; several snakemakes share it. When `dvc`
+    holds it now: a one-line ConfigError, and snakemake stops before its first job."""
+    lock = Path(root) / DVC_LOCK
+    if _SHARED or not lock.parent.parent.is_dir():   # already held, or not a DVC repository
+        return
+    lock.parent.mkdir(exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise ConfigError(f"{lock}: a dvc command (pid {holder}) is running in this folder; snakemake and "
+                          "`dvc repro` must not rebuild the same results at once: wait for it to end") from None
+    _SHARED.append(fd)
+
+
 def write_curves(run_dir: str | Path) -> Path:
     """``metrics.jsonl`` as a JSON list (``curves.json``), the training curves for ``dvc plots``."""
     run_dir = Path(run_dir)
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = read_json_lines(run_dir / "metrics.jsonl")
     out = run_dir / "curves.json"
     atomic_write_text(json.dumps(records, indent=1) + "\n", out)
     return out
