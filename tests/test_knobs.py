@@ -218,13 +218,20 @@ def test_argparse_errors_are_one_line_and_exit_1(capsys):
 
 
 @needs_snakemake
-def test_snakemake_config_values_are_named_as_such(tmp_path):
+def test_snakemake_configfile_values_are_named_as_such(tmp_path):
+    """A bad value from --configfile is not params.yaml's (which holds no such value); a good one that differs
+    from params.yaml is refused too: the commands read params.yaml."""
     work = copy_pipeline(tmp_path / "wf")
-    proc = snakemake(work, "-n", "--cores", "1", "--config", "seeds=[99999999999999999999]", "--", "demo",
-                     check=False)
+    (work / "extra.yaml").write_text("training:\n  lr: .nan\n")
+    proc = snakemake(work, "-n", "--cores", "1", "--configfile", "extra.yaml", "--", "demo", check=False)
     assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines()[-1].startswith("snakemake --config/--configfile: seeds"), \
-        proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == \
+        "snakemake --config/--configfile: training.lr: expected a finite number > 0, got nan", proc.stderr[-2000:]
+    (work / "extra.yaml").write_text("training:\n  lr: 0.1\n")
+    proc = snakemake(work, "-n", "--cores", "1", "--configfile", "extra.yaml", "--", "demo", check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "snakemake --config/--configfile: training: differs from params.yaml"), proc.stderr[-2000:]
 
 
 @needs_snakemake
