@@ -41,7 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--config", help="params.yaml: the run's settings as the pipeline resolves them (global → "
                    "dataset → method)")
     p.add_argument("--dataset", help="dataset name in params.yaml (default: the --data folder name)")
-    add_options(p, [k for k in SIZE_KNOBS.values()])
+    add_options(p, SIZE_KNOBS.values())
     # defaults in the help are the declared ones; unset options leave params.yaml's values standing
     add_options(p, TRAIN_KNOBS.values())
     p.add_argument("--resume", action="store_true",

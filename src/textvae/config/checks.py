@@ -7,9 +7,7 @@ itself, see :func:`textvae.config.settings.check_params`).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
-
-from textvae.core.errors import ConfigError
+from typing import Any, Callable
 
 SEED_MAX = 2**64 - 1   # torch.manual_seed's range (a larger seed overflows inside the job)
 
@@ -51,18 +49,3 @@ def problem(rule: str | tuple, value: Any) -> str | None:
 def rule_schema(rule: str | tuple) -> dict:
     """The JSON-schema fragment of a rule (structure and bounds; finiteness is :func:`problem`'s)."""
     return {"enum": list(rule)} if isinstance(rule, tuple) else dict(RULES[rule][2])
-
-
-def check_values(values: Mapping[str, Any], rules: Mapping[str, str | tuple], label: Callable[[str], str]) -> None:
-    """Raise ConfigError for the first value (None = unset, skipped) that breaks its rule; ``label(key)``
-    names it (an option or a params.yaml key path)."""
-    for key, value in values.items():
-        if key in rules and value is not None:
-            msg = problem(rules[key], value)
-            if msg:
-                raise ConfigError(f"{label(key)}: {msg}")
-
-
-def option_label(renamed: Mapping[str, str] | None = None) -> Callable[[str], str]:
-    """``batch_size -> '--batch-size'`` (``renamed`` maps keys whose option differs, e.g. max_epochs -> epochs)."""
-    return lambda key: "--" + (renamed or {}).get(key, key).replace("_", "-")
