@@ -16,9 +16,11 @@ from textvae.core.errors import ConfigError
 
 min_version("8.0")
 
-# Snakemake's own reading of the config names no line and keeps the last of duplicate keys: read it first
+# params.yaml is read and checked first, before Snakemake reads it: every rule a job applies to its values
+# (JSON schema, the knobs' rules, corpus requests, cross-key rules, the method registry), so no job starts, and
+# no output is deleted, for a value a job would refuse; one line naming the file, line and key
 try:
-    PARAMS_ON_DISK = settings.load_params(settings.PARAMS)
+    PARAMS_ON_DISK = settings.load_checked(settings.PARAMS)
 except ConfigError as exc:
     sys.exit(str(exc))
 
@@ -26,10 +28,10 @@ except ConfigError as exc:
 configfile: "params.yaml"
 
 
-# checked once (JSON schema, cross-key rules, method registry), before any job starts: one line naming the key
+# what --config/--configfile changed is checked as theirs (the textvae commands read params.yaml itself: knobs
+# set there would not reach them)
 try:
-    settings.check_params(config, settings.SCHEMA)
-    # the textvae commands read params.yaml itself: knobs set with --config/--configfile would not reach them
+    settings.check_params(config, settings.SCHEMA, settings.SNAKEMAKE_CONFIG)
     settings.check_same_knobs(config, PARAMS_ON_DISK)
 except ConfigError as exc:
     sys.exit(str(exc))

@@ -159,11 +159,12 @@ def _expand(text: str, bad: dict) -> str:
 
 
 def _shorten(line: str, bad: dict) -> str:
-    """The line as the table shows it: short paths, and `L` for the line of the broken params.yaml (it moves
-    whenever params.yaml grows above it)."""
+    """The line as the table shows it: short paths, and `L` for the line of a params file (it moves whenever
+    params.yaml grows above it)."""
     line = line.replace(str(bad["root"]), "…").replace(str(bad["data"]), "data/synthetic").replace(
         str(REPO) + "/", "")
-    return line.replace(f".yaml:{BAD_LINE}:", ".yaml:L:").replace(f"on line {BAD_LINE - 1})", "on line L-1)")
+    line = line.replace(f"on line {BAD_LINE - 1})", "on line L-1)")
+    return re.sub(r"\.yaml:\d+:", ".yaml:L:", line)
 
 
 @pytest.mark.parametrize("case_id, command, shown", CASES, ids=[c[0] for c in CASES])

@@ -14,12 +14,25 @@ COMMAND_MODULES = ["corpora.prepare", "cli.train", "evaluation.evaluate", "probi
                    "reports.provenance", "workflow.gpu_slots", "cli.pipeline"]
 
 
+class UsageError(TextvaeError):
+    """A command line argparse refuses (a bad type, a missing or unknown option): one line, exit 1."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a refused command line raises :class:`UsageError` (argparse would print its usage block and
+    exit 2); every subcommand's parser is one of these (add_subparsers makes them of the parent's class)."""
+
+    def error(self, message: str):
+        raise UsageError(message.removeprefix("argument "))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="textvae", description=__doc__.split("\n")[0])
+    parser = Parser(prog="textvae", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"textvae {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"textvae.{name}").register(sub)
+    parser.commands = set(sub.choices)
     return parser
 
 
@@ -27,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     name = "textvae"
     try:
         parser = build_parser()   # imports torch: seconds, in which a Ctrl-C must not print a traceback
+        argv = sys.argv[1:] if argv is None else argv
+        name = f"textvae {argv[0]}" if argv and argv[0] in parser.commands else name
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()

@@ -1,43 +1,32 @@
-"""Value checks for training options and params.yaml keys: a bad value is one line naming the option or key
-(``--batch-size: expected a positive integer, got 0``, ``params.yaml: training.max_epochs: expected a positive
-integer, got 'ten'``), raised before anything is read or written. The rules mirror the ``training`` part of
-workflow/schemas/params.schema.yaml, which checks the same keys for the pipeline.
+"""Value rules of the knobs (:mod:`textvae.config.knobs`): a bad value is one line naming the option or key
+(``--batch-size: expected a positive integer, got 0``, ``params.yaml:57: training.max_epochs: expected a positive
+integer, got 'ten'``), raised before anything is read or written. Each rule also gives the JSON-schema fragment
+of params.yaml's generated parts (the schema cannot express finiteness: the pre-flight check applies the rule
+itself, see :func:`textvae.config.settings.check_params`).
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
-from textvae.core.errors import ConfigError
-from textvae.modeling.model import ENCODER_INITS
+SEED_MAX = 2**64 - 1   # torch.manual_seed's range (a larger seed overflows inside the job)
 
-# rule name -> (test, what a good value is)
-RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "pos_int": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
-    "nonneg_int": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "pos": (lambda v: _is_num(v) and v > 0, "a finite number > 0"),
-    "nonneg": (lambda v: _is_num(v) and v >= 0, "a finite number >= 0"),
-    "unit": (lambda v: _is_num(v) and 0 < v <= 1, "a number in (0, 1]"),
-    "prob": (lambda v: _is_num(v) and 0 <= v <= 1, "a number in [0, 1]"),
-    "dropout": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "bool": (lambda v: isinstance(v, bool), "true or false"),
+# rule name -> (test, what a good value is, JSON-schema fragment)
+RULES: dict[str, tuple[Callable[[Any], bool], str, dict]] = {
+    "pos_int": (lambda v: _is_int(v) and v >= 1, "a positive integer", {"type": "integer", "minimum": 1}),
+    "nonneg_int": (lambda v: _is_int(v) and v >= 0, "an integer >= 0", {"type": "integer", "minimum": 0}),
+    "seed": (lambda v: _is_int(v) and 0 <= v <= SEED_MAX, "an integer in [0, 2^64 - 1]",
+             {"type": "integer", "minimum": 0, "maximum": SEED_MAX}),
+    "pos": (lambda v: _is_num(v) and v > 0, "a finite number > 0", {"type": "number", "exclusiveMinimum": 0}),
+    "nonneg": (lambda v: _is_num(v) and v >= 0, "a finite number >= 0", {"type": "number", "minimum": 0}),
+    "unit": (lambda v: _is_num(v) and 0 < v <= 1, "a number in (0, 1]",
+             {"type": "number", "exclusiveMinimum": 0, "maximum": 1}),
+    "prob": (lambda v: _is_num(v) and 0 <= v <= 1, "a number in [0, 1]", {"type": "number", "minimum": 0, "maximum": 1}),
+    "dropout": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)",
+                {"type": "number", "minimum": 0, "exclusiveMaximum": 1}),
+    "bool": (lambda v: isinstance(v, bool), "true or false", {"type": "boolean"}),
+    "text": (lambda v: isinstance(v, str), "a string", {"type": "string"}),
 }
-
-# `textvae train` options whose name differs from the params key
-TRAIN_OPTION_NAMES = {"max_epochs": "epochs"}
-
-TRAIN_RULES = {
-    "seed": "nonneg_int", "batch_size": "pos_int", "max_epochs": "pos_int", "lr": "pos", "patience": "pos_int",
-    "min_epoch": "nonneg_int", "lr_decay": "unit", "max_decays": "pos_int", "clip_grad": "pos", "warm_up": "nonneg",
-    "kl_start": "prob", "cyclic_epochs": "pos_int", "cyclic_start": "prob", "cyclic_ramp_epochs": "pos",
-    "iwae_k": "pos_int", "aggressive_max_steps": "pos_int", "aggressive_check_every": "pos_int",
-    "max_train": "pos_int", "max_valid": "pos_int", "fb_baseline_anneal": "bool", "pretrain_reset_decoder": "bool",
-    "iwae_code_compat": "bool", "progress": "bool",
-    "fbp_mode": ("per_example", "batch_mean"), "aggressive_clip": ("all", "encoder"), "precision": ("fp32", "bf16"),
-    "encoder_init": ENCODER_INITS,
-}
-MODEL_RULES = {"enc_emb": "pos_int", "dec_emb": "pos_int", "enc_hidden": "pos_int", "dec_hidden": "pos_int",
-               "nz": "pos_int", "dropout_in": "dropout", "dropout_out": "dropout"}
 
 
 def _is_int(v: Any) -> bool:
@@ -49,23 +38,14 @@ def _is_num(v: Any) -> bool:
 
 
 def problem(rule: str | tuple, value: Any) -> str | None:
-    """What is wrong with ``value`` under ``rule`` (None when it is fine)."""
+    """What is wrong with ``value`` under ``rule`` (a RULES name or a tuple of choices; None when it is fine)."""
     if isinstance(rule, tuple):
-        return None if value in rule else f"expected one of {', '.join(rule)}, got {value!r}"
-    test, good = RULES[rule]
+        return None if value in rule and not isinstance(value, bool) else \
+            f"expected one of {', '.join(map(str, rule))}, got {value!r}"
+    test, good, _ = RULES[rule]
     return None if test(value) else f"expected {good}, got {value!r}"
 
 
-def check_values(values: Mapping[str, Any], rules: Mapping[str, str | tuple], label: Callable[[str], str]) -> None:
-    """Raise ConfigError for the first value (None = unset, skipped) that breaks its rule; ``label(key)``
-    names it (an option or a params.yaml key path)."""
-    for key, value in values.items():
-        if key in rules and value is not None:
-            msg = problem(rules[key], value)
-            if msg:
-                raise ConfigError(f"{label(key)}: {msg}")
-
-
-def option_label(renamed: Mapping[str, str] | None = None) -> Callable[[str], str]:
-    """``batch_size -> '--batch-size'`` (``renamed`` maps keys whose option differs, e.g. max_epochs -> epochs)."""
-    return lambda key: "--" + (renamed or {}).get(key, key).replace("_", "-")
+def rule_schema(rule: str | tuple) -> dict:
+    """The JSON-schema fragment of a rule (structure and bounds; finiteness is :func:`problem`'s)."""
+    return {"enum": list(rule)} if isinstance(rule, tuple) else dict(RULES[rule][2])

@@ -293,3 +293,13 @@ def with_overrides(var: Variant, *, url_base: str | None = None, remote_pins: Ma
     return replace(var, remotes=tuple(remotes), files=tuple(files))
 
 
+def request_problem(dataset: str, source, examples) -> tuple[str, str] | None:
+    """(option, what is wrong) with a request that ``textvae data prepare`` refuses before it reads anything (the
+    pre-flight check of params.yaml asks it too), or None."""
+    if dataset not in DATASETS:
+        return "dataset", f"unknown corpus {dataset!r}; choose from {', '.join(DATASETS)}"
+    if dataset == "synthetic" and source is not None:
+        return "source", "the embedded corpus is generated; it takes no --source"
+    if dataset != "synthetic" and examples is not None:
+        return "examples", "--examples applies to the synthetic corpus only"
+    return None

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from textvae import DEFAULT_SEED
-from textvae.corpora.datasets import DATASETS, LABEL_SUBSETS, SPLITS, Variant, get_variant, with_overrides
+from textvae.corpora.datasets import (DATASETS, LABEL_SUBSETS, SPLITS, Variant, get_variant, request_problem,
+                                      with_overrides)
 from textvae.core.errors import ConfigError, DataError, TextvaeError
 from textvae.corpora.fetch import FetchOptions, Log, RawFile, gather_download, gather_local, one_line, stderr_log
 from textvae.core.rundir import check_new_or_own, hold_lock
@@ -330,10 +331,9 @@ def _prepare(dataset: str, out: Path, *, source: str | Path | None = None,
     mirrors and tests) into ``cache`` (default ``OUT/../.downloads``). ``spec`` replaces the registry entry.
     """
     started = time.time()
-    if dataset == "synthetic" and source is not None:
-        raise ConfigError("synthetic: the embedded corpus is generated; it takes no --source")
-    if dataset != "synthetic" and examples is not None:
-        raise ConfigError(f"{dataset}: --examples applies to the synthetic corpus only")
+    bad = request_problem(dataset, source, examples)
+    if bad:
+        raise ConfigError(f"{dataset}: {bad[1]}")
     if dataset == "synthetic" and spec is None:
         from textvae.corpora import synthetic
 

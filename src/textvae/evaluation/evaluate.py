@@ -16,6 +16,7 @@ from torch import nn
 
 from textvae import DEFAULT_SEED
 from textvae.corpora.data import Vocab, count_tokens, read_corpus, split_path
+from textvae.config.knobs import EVAL_KNOBS, add_options
 from textvae.core.errors import CheckpointError, ConfigError
 from textvae.evaluation.fast_vae import CPU_PROJ_ROWS, FastVAE, elbo_terms, encode_all, iw_log_likelihood, plan_rows
 from textvae.evaluation.metrics import active_units, au_variances, lm_log_likelihood, mi_samples, mutual_information
@@ -197,13 +198,9 @@ def register(subparsers) -> None:
     p.add_argument("--data", required=True, help="prepared corpus directory (holding SPLIT.txt) or a corpus file")
     p.add_argument("--split", default="test", help="split name (default test)")
     p.add_argument("--out", required=True, help="metrics JSON to write (atomically)")
-    p.add_argument("--iw-samples", type=int, default=1000, help="K importance samples per sentence (default 1000; 0: a plain test pass without the "
-                        "IW-NLL, as the authors' test())")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"noise seed (default {DEFAULT_SEED}); each "
                    "sentence's samples depend only on (seed, sentence index)")
-    p.add_argument("--mi-variant", choices=["li", "he"], default="li",
-                   help="MI column: li = whole split (default), he = per batch of 32 (both are recorded)")
-    p.add_argument("--au-threshold", type=float, default=0.01, help="AU variance threshold (default 0.01)")
+    add_options(p, EVAL_KNOBS.values(), defaults=True)   # --iw-samples, --mi-variant, --au-threshold, --max-examples
     p.add_argument("--batch-budget-mb", type=float, default=None,
                    help="working-memory budget of one decoder pass in MiB (default 1024 on CPU, 16384 on GPU)")
     p.add_argument("--max-rows", type=int, default=None,
@@ -217,7 +214,6 @@ def register(subparsers) -> None:
                         "record the NLL difference (default 50; 0 disables); a set of under 10 sentences "
                         "checks one sentence with K/10 samples")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:N]")
-    p.add_argument("--max-examples", type=int, default=None, help="evaluate only the first N examples")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cli_evaluate)
 
@@ -225,8 +221,10 @@ def register(subparsers) -> None:
 def _cli_evaluate(args) -> int:
     from textvae.core.rundir import check_writable
 
-    if args.iw_samples < 0:
-        raise ConfigError(f"--iw-samples must be >= 0 (got {args.iw_samples}; 0 = a plain test pass, no IW-NLL)")
+    for knob in EVAL_KNOBS.values():
+        msg = knob.problem(getattr(args, knob.name))
+        if msg:
+            raise ConfigError(f"{knob.flag}: {msg}")
     check_writable(args.out, "--out")   # before the evaluation, not after it
     check = args.precision_check if args.precision_check is not None else (50 if args.precision == "bf16" else 0)
     res = evaluate_checkpoint(args.ckpt, args.data, args.split, args.iw_samples, args.seed, args.mi_variant,

@@ -26,22 +26,16 @@ from typing import Iterable
 from textvae.core.errors import ConfigError
 from textvae.modeling.methods import PRETRAIN_METHODS, PRETRAIN_SOURCE, fmt_lam
 from textvae.plan.runs import Experiment, Row, Run, Section
-from textvae.config.checks import TRAIN_OPTION_NAMES
+from textvae.config.knobs import PROBE_CHOICE_KNOBS
 from textvae.plan.tables import TABLE_KINDS, claim_tables
-from textvae.config.settings import PARAMS, SCHEMA, check_params, deep_merge, load_params, run_training, section
+from textvae.config.settings import PARAMS, SCHEMA, check_params, deep_merge, load_params, param_lines, run_training, section
 
 PROBES = ("bleu", "smoothness", "noisy", "interpolate", "copy", "classify")
 FIGURES = ("tradeoff", "curves")
 
-# spec_choices → option of the command that implements it
-CHOICE_OPTIONS = {
-    "bleu": {"bleu_latent": "latent"},
-    "smoothness": {"smoothness_latent": "latent"},
-    "noisy": {"noisy_swap_mode": "swap_mode"},
-    "copy": {"copy_decoding": "decoding"},
-    "classify": {"gmm_components": "gmm_components", "gmm_rule": "gmm_rule", "label_sampling": "label_sampling",
-                 "classifier_optimizer": "optimizer"},
-}
+# spec_choices → option of the probe that implements it (textvae.config.knobs.PROBE_CHOICE_KNOBS)
+CHOICE_OPTIONS = {probe: {name: k.option for name, (p, k) in PROBE_CHOICE_KNOBS.items() if p == probe}
+                  for probe in dict.fromkeys(p for p, _ in PROBE_CHOICE_KNOBS.values())}
 # files a training run produces, all tracked. Its resume state RUN_DIR/last.pt is not among them: Snakemake
 # deletes the outputs of an interrupted job and DVC those of a stage it reruns, and the rerun (`--resume`)
 # continues from last.pt (docs/reliability.md)
@@ -144,7 +138,7 @@ class Plan:
         # commands name the file as seen from the workflow's directory
         name = Path(path).name if Path(path).is_absolute() else str(path)
         if schema is not None:
-            check_params(params, schema, name)
+            check_params(params, schema, str(path), param_lines(path))
         return cls(params, name)
 
     # ---------------------------------------------------------------- settings
@@ -343,13 +337,13 @@ class Plan:
         if run.method in PRETRAIN_METHODS:
             argv += ["--init-from", run.ae.ckpt]
             inputs.append(run.ae.ckpt)
-        overrides = self.run_overrides(run)
+        # the dataset's and the method's settings: `textvae train` resolves them from the file (one resolver)
         argv += ["--out", run.dir, "--config", self.params_path, "--dataset", run.dataset, "--seed", str(run.seed),
-                 *options(overrides, TRAIN_OPTION_NAMES), "--no-progress", "--resume"]
+                 "--no-progress", "--resume"]
         keys = ["training", "spec_choices", f"datasets.{run.dataset}.sizes"]
         if spec.get("training"):
             keys.append(f"datasets.{run.dataset}.training")
-        knobs = {"training": deep_merge(self.section("training"), overrides),
+        knobs = {"training": deep_merge(self.section("training"), self.run_overrides(run)),
                  "spec_choices": self.params["spec_choices"], "sizes": spec["sizes"]}
         return Job("train", f"train-{run.slug}", argv, inputs, [f"{run.dir}/{f}" for f in RUN_FILES], keys, knobs,
                    gpu=True)

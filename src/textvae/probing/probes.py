@@ -35,6 +35,7 @@ import torch
 from textvae import DEFAULT_SEED
 from textvae.modeling.checkpoint import resolve_device
 from textvae.corpora.data import Vocab, read_corpus, split_path
+from textvae.config.knobs import add_probe_choices
 from textvae.core.errors import ConfigError, DataError
 from textvae.core.markdown import md_escape
 from textvae.core.rundir import atomic_write_text
@@ -429,23 +430,20 @@ def register(subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser("bleu", help="reconstruction BLEU (Table 4)")
     _common(p)
     p.add_argument("--max-len", type=_positive, default=99, help="maximum generated tokens (default 99)")
-    p.add_argument("--latent", choices=("sample", "mean"), default="sample",
-                   help="decode from one posterior sample (SPEC, default) or from the mean")
+    add_probe_choices(p, "bleu")
     p.add_argument("--examples", type=int, default=20, help="examples written to JSON/markdown")
     p.set_defaults(func=run_bleu)
 
     p = sub.add_parser("smoothness", help="PCC of latent L2 vs word edit distance (Table 5)")
     _common(p)
     p.add_argument("--pairs", type=_positive, default=100_000, help="random sentence pairs (default 100000)")
-    p.add_argument("--latent", choices=("mean", "sample"), default="mean",
-                   help="posterior mean (default) or one posterior sample")
+    add_probe_choices(p, "smoothness")
     p.set_defaults(func=run_smoothness)
 
     p = sub.add_parser("noisy", help="noisy reconstruction loss after k word swaps (Table 6)")
     _common(p)
     p.add_argument("--swaps", type=int, nargs="+", default=[1, 2, 3, 4], help="numbers of swaps (default 1 2 3 4)")
-    p.add_argument("--swap-mode", choices=("random", "adjacent"), default="random",
-                   help="one swap = two distinct random positions (default) or a random adjacent pair")
+    add_probe_choices(p, "noisy")
     p.add_argument("--examples", type=int, default=5, help="corrupted examples written to markdown")
     p.set_defaults(func=run_noisy)
 
@@ -460,8 +458,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser("copy", help="copying check: prior samples vs nearest training sentence (App. B)")
     _common(p)
     p.add_argument("--samples", type=_positive, default=300, help="prior samples (default 300)")
-    p.add_argument("--decoding", choices=("sample", "greedy"), default="sample",
-                   help="ancestral sampling as [C]'s helper (default) or greedy")
+    add_probe_choices(p, "copy")
     p.add_argument("--max-len", type=_positive, default=100, help="maximum generated tokens (default 100, as [C])")
     p.add_argument("--train", default=None, help="training corpus (default DATA/train.txt)")
     p.add_argument("--workers", type=int, default=-1, help="rapidfuzz threads (-1 = all cores)")
@@ -472,21 +469,16 @@ def register(subparsers) -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--labels", type=_positive, nargs="*", default=[100, 500, 1000, 2000, 10000],
                    help="label counts for the linear classifier (default 100 500 1000 2000 10000; none = skip)")
-    p.add_argument("--gmm-components", type=int, default=10, help="GMM components (default 10; 0 = skip the GMM)")
-    p.add_argument("--gmm-rule", choices=("top", "majority", "hungarian"), default="top",
-                   help="component→label rule reported as gmm.accuracy (all three are logged)")
+    add_probe_choices(p, "classify")   # --gmm-components, --gmm-rule, --label-sampling, --optimizer
     p.add_argument("--gmm-fit", default=None,
                    help="labelled file whose means fit the GMM (default DATA/train.txt; if missing, the largest "
                         "DATA/train.N.txt, with a warning)")
-    p.add_argument("--label-sampling", choices=("uniform", "balanced"), default="uniform",
-                   help="how labelled subsets are sampled from DATA/train.txt (default uniform)")
     p.add_argument("--subset-source", choices=("auto", "files", "sample"), default="auto",
                    help="files = DATA/train.N.txt (the paper's subsets); sample = from DATA/train.txt; "
                         "auto = files when all exist")
     p.add_argument("--subset-seed", type=int, default=DEFAULT_SEED, help=f"numpy seed of the subsets ({DEFAULT_SEED})")
     p.add_argument("--train-labelled", nargs="+", default=None, metavar="PATH",
                    help="explicit labelled training files (one classifier each, keyed by size)")
-    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     p.add_argument("--lr", type=float, default=None, help="default 1.0 (sgd) / 1e-3 (adam)")
     p.add_argument("--max-epochs", type=_positive, default=100)
     p.add_argument("--clf-batch-size", type=_positive, default=16)

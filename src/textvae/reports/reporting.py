@@ -26,7 +26,8 @@ from textvae.core.markdown import md_escape
 from textvae.reports.formatting import DATASET_NAMES, Results, diff, fmt, getter_of, md_table, reference, row_label
 from textvae.core.rundir import atomic_write_text
 from textvae.plan.runs import Experiment, Row, Run, Section
-from textvae.config.settings import PARAMS, load_params, run_training
+from textvae.config.knobs import train_defaults
+from textvae.config.settings import PARAMS, load_params, resolve_train
 
 # SPEC §1.1: the paper's split sizes
 PAPER_SPLITS = {"ptb": (42068, 3370, 3761), "snli": (100000, 10000, 10000), "yahoo": (100000, 10000, 10000),
@@ -309,17 +310,18 @@ class Reporter:
     def budgets(self, dataset: str) -> str:
         """Training budget per method on a dataset with overrides (resolved as ``textvae train`` gets them):
         epochs (at most; the lr-decay rule may stop a run earlier) and, where capped, the training sentences."""
-        base = self.plan.section("training", dataset)
         per_method = (self.plan.datasets[dataset].get("training") or {}).get("methods") or {}
         groups: dict[str, list[str]] = {}
-        for method in per_method:
-            m = {**base, **run_training(self.plan.params, dataset, method)}
+        for method in [*per_method, None]:
+            m = {**train_defaults(), **resolve_train(self.plan.params, dataset, method, self.plan.params_path)[0]}
+            if method is None:   # a method without overrides of its own
+                epochs = m["max_epochs"]
+                break
             text = f"{m['max_epochs']} epoch{'s' if m['max_epochs'] != 1 else ''}"
             if m.get("max_train"):
                 text += f" on the first {int(m['max_train']):,} training sentences"
             groups.setdefault(text, []).append(row_label(Row(method)).lstrip("+ "))
         parts = [f"{', '.join(names)}: {text}" for text, names in groups.items()]
-        epochs = int(base.get("max_epochs", 100))
         parts.append(f"every other row: {epochs} epoch{'s' if epochs != 1 else ''}")
         return "; ".join(parts)
 

@@ -15,7 +15,6 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from textvae import DEFAULT_SEED
 from textvae.modeling.checkpoint import (atomic_save, check_bf16, file_sha256, load_checkpoint, model_payload,
                                          resolve_device, rng_state, set_rng_state)
-from textvae.config.checks import MODEL_RULES, TRAIN_OPTION_NAMES, TRAIN_RULES, check_values, option_label
+from textvae.config.knobs import SIZE_KNOBS, TRAIN_KNOBS, TrainConfig
 from textvae.corpora.data import Vocab, make_batches, read_corpus, split_path
 from textvae.core.errors import CheckpointError, ConfigError, TrainingError
 from textvae.modeling.methods import Method, get_method
@@ -37,45 +35,6 @@ from textvae.core.rundir import atomic_write_text, clean_stale_tmp, hold_lock, r
 log = logging.getLogger("textvae.train")
 
 
-@dataclass
-class TrainConfig:
-    """Everything a run needs besides the data. Fields left ``None`` take the method's default (SPEC §3.12)."""
-
-    method: str
-    lam: float | None = None
-    init_from: str | None = None
-    seed: int = DEFAULT_SEED
-    batch_size: int = 32
-    max_epochs: int = 100
-    lr: float | None = None
-    encoder_init: str = "spec"           # spec (SPEC 2.4) | torch (PyTorch's defaults; docs/demo.md: the AE saddle)
-    patience: int | None = None
-    min_epoch: int | None = None
-    lr_decay: float = 0.5
-    max_decays: int = 5
-    clip_grad: float = 5.0
-    warm_up: float = 10
-    kl_start: float | None = None
-    cyclic_epochs: int = 10
-    cyclic_start: float = 0.1
-    cyclic_ramp_epochs: float = 5
-    fbp_mode: str = "per_example"        # SPEC 3.4 ❓: per_example (fb 1) | batch_mean (fb 3)
-    fb_baseline_anneal: bool = False     # SPEC 3.4 ❓: anneal β for the FB/FBP baselines
-    pretrain_reset_decoder: bool = True  # SPEC 3.6 ❓: reset the decoder for +pretrain baselines
-    iwae_k: int = 10
-    iwae_code_compat: bool = False       # SPEC 3.9 ⚠: the authors' sign-flipped IW loss
-    aggressive_max_steps: int = 100
-    aggressive_check_every: int = 15
-    aggressive_clip: str = "all"         # all: clip over encoder+decoder grads (He et al.) | encoder: fast path
-    max_train: int | None = None         # use the first N training examples (slices for tests)
-    max_valid: int | None = None
-    device: str = "auto"
-    precision: str = "fp32"              # fp32 | bf16 (autocast; float32 master weights and losses)
-    progress: bool = True
-
-    @classmethod
-    def field_names(cls) -> set[str]:
-        return {f.name for f in dataclasses.fields(cls)}
 
 
 def seed_everything(seed: int) -> None:
@@ -102,8 +61,11 @@ def run_lock(out: str | Path):
 def check_run(cfg: TrainConfig, data_dir: str | Path, model_cfg: dict[str, Any]) -> Method:
     """Every option checked before anything is read or written; one line naming the option at fault."""
     m = get_method(cfg.method)
-    check_values(dataclasses.asdict(cfg), TRAIN_RULES, option_label(TRAIN_OPTION_NAMES))
-    check_values(model_cfg, MODEL_RULES, option_label())
+    for knobs, values in ((TRAIN_KNOBS, dataclasses.asdict(cfg)), (SIZE_KNOBS, model_cfg)):
+        for key, value in values.items():
+            msg = knobs[key].problem(value) if key in knobs else None
+            if msg:
+                raise ConfigError(f"{knobs[key].flag}: {msg}")
     if m.needs_lam and (cfg.lam is None or not 0 < cfg.lam < math.inf):
         raise ConfigError(f"--lam: method {m.name!r} needs a target rate λ > 0 (got {cfg.lam})")
     if not m.needs_lam and cfg.lam is not None:
