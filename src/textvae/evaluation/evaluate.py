@@ -52,9 +52,9 @@ def evaluate_model(model: nn.Module, vocab: Vocab, sentences: Sequence[Sequence[
         lp = lm_log_likelihood(model, examples, device=device)
         nll_sum = float(-lp.sum())
         res.update(kind="lm", nll=nll_sum / n, ppl=_ppl(nll_sum, tokens), exact=True, precision="fp32")
-        nll = (-lp).numpy()
-        res["se"] = {"nll": mean_se(nll), "ppl": ppl_se(nll, tokens)}
-        res["per_sentence"] = {"nll": compact(nll)}
+        nll, lengths = (-lp).numpy(), [len(x) - 1 for x in examples]
+        res["se"] = {"nll": mean_se(nll), "ppl": ppl_se(nll, lengths)}
+        res["per_sentence"] = {"tokens": lengths, "nll": compact(nll)}
         res["seconds"] = round(time.perf_counter() - t0, 3)
         return res
     if not isinstance(model, VAE):
@@ -80,7 +80,8 @@ def evaluate_model(model: nn.Module, vocab: Vocab, sentences: Sequence[Sequence[
         au=active_units(mu, au_threshold), au_threshold=au_threshold,
         au_variances=[round(float(v), 6) for v in au_variances(mu)], iw_samples=int(iw_samples),
     )
-    res["se"], res["per_sentence"] = _test_set_errors(mu, logvar, rec, kl, tokens, au_threshold)
+    lengths = [len(x) - 1 for x in examples]               # predicted tokens per sentence (SPEC §1.4)
+    res["se"], res["per_sentence"] = _test_set_errors(mu, logvar, rec, kl, lengths, au_threshold)
     if iw_samples == 0:                      # a plain test pass: Recon, KL, −ELBO, MI, AU; no IW estimate
         res["seconds"] = round(time.perf_counter() - t0, 3)
         return res
@@ -90,7 +91,7 @@ def evaluate_model(model: nn.Module, vocab: Vocab, sentences: Sequence[Sequence[
     t_iw = time.perf_counter() - t_iw
     nll_sum = float(-lp.sum())
     nll = (-lp).numpy()
-    res["se"].update(nll=mean_se(nll), ppl=ppl_se(nll, tokens), nll_mc=float(mc_var.sum().sqrt()) / n)
+    res["se"].update(nll=mean_se(nll), ppl=ppl_se(nll, lengths), nll_mc=float(mc_var.sum().sqrt()) / n)
     res["per_sentence"]["nll"] = compact(nll)
     res.update(nll=nll_sum / n, ppl=_ppl(nll_sum, tokens), iw_seconds=round(t_iw, 3),
                iw_sentences_per_s=round(n / max(t_iw, 1e-9), 3))
@@ -106,7 +107,7 @@ def evaluate_model(model: nn.Module, vocab: Vocab, sentences: Sequence[Sequence[
 MI_REPLICATES, AU_REPLICATES = 30, 100
 
 
-def _test_set_errors(mu, logvar, rec, kl, tokens: int, au_threshold: float) -> tuple[dict, dict]:
+def _test_set_errors(mu, logvar, rec, kl, lengths: list[int], au_threshold: float) -> tuple[dict, dict]:
     """Standard errors over the test sentences (textvae.evaluation.uncertainty) and the per-sentence values
     that paired comparisons need. MI: bootstrap over sentences with fresh samples; AU: the spread of AU over
     bootstrap resamples, with its range."""
@@ -115,11 +116,11 @@ def _test_set_errors(mu, logvar, rec, kl, tokens: int, au_threshold: float) -> t
     mi_reps = mi_bootstrap(mu, logvar, MI_REPLICATES)
     au_reps = au_bootstrap(mu, au_threshold, AU_REPLICATES)
     se = {"rec": mean_se(rec_np), "kl": mean_se(kl_np), "neg_elbo": mean_se(neg_elbo),
-          "elbo_ppl": ppl_se(neg_elbo, tokens), "mi": spread(mi_reps), "au": spread(au_reps),
+          "elbo_ppl": ppl_se(neg_elbo, lengths), "mi": spread(mi_reps), "au": spread(au_reps),
           "au_range": [int(au_reps.min()), int(au_reps.max())],
-          "method": f"test sentences: std/sqrt(N); PPL: delta method; MI: bootstrap ({MI_REPLICATES}, fresh samples); "
+          "method": f"test sentences: std/sqrt(N); PPL: delta method (ratio over sentences); MI: bootstrap ({MI_REPLICATES}, fresh samples); "
                     f"AU: bootstrap ({AU_REPLICATES})"}
-    return se, {"rec": compact(rec_np), "kl": compact(kl_np, 4)}
+    return se, {"tokens": lengths, "rec": compact(rec_np), "kl": compact(kl_np, 4)}
 
 
 CHECK_FRACTION = 10      # the bf16 check recomputes at most 1/10 of the IW work in fp32

@@ -2,7 +2,7 @@
 (which are unchanged):
 
 - means over test sentences (Recon, KL, −ELBO, IW-NLL): the sample standard deviation of the per-sentence values
-  over √N (:func:`mean_se`); PPL by the delta method (:func:`ppl_se`); the IW estimate's own Monte Carlo part
+  over √N (:func:`mean_se`); PPL, a ratio of sums over sentences, by the delta method (:func:`ppl_se`); the IW estimate's own Monte Carlo part
   from the spread of each sentence's importance weights (:func:`iw_mc_variance`);
 - MI and AU: a bootstrap over sentences with fresh posterior samples in every replicate (:func:`bootstrap`);
 - BLEU and PCC (probes) and classifier accuracies: bootstraps and repeats, in :mod:`textvae.probing`.
@@ -30,16 +30,20 @@ def mean_se(values: Sequence[float] | np.ndarray) -> float:
     return float(x.std(ddof=1) / math.sqrt(x.size))
 
 
-def ppl_influence(nll: np.ndarray, tokens: int) -> np.ndarray:
-    """Per-sentence influence values of PPL = exp(Σ nll / T): ``N · PPL · nll_i / T`` (delta method), so that
-    var(PPL) ≈ var(u) / N."""
+def ppl_influence(nll: np.ndarray, tokens: np.ndarray | Sequence[int]) -> np.ndarray:
+    """Per-sentence influence values of PPL = exp(Σ nll_i / Σ t_i), a ratio over sentences (delta method):
+    ``u_i = N · PPL · (nll_i − L · t_i) / T`` with L = Σ nll / T, T = Σ t, so that var(PPL) ≈ var(u) / N; two
+    models on the same sentences (same t_i) compare by the differences of their ``u``."""
     nll = np.asarray(nll, dtype=np.float64)
-    ppl = math.exp(float(nll.sum()) / tokens)
-    return len(nll) * ppl * nll / tokens
+    t = np.asarray(tokens, dtype=np.float64)
+    total = float(t.sum())
+    rate = float(nll.sum()) / total
+    return len(nll) * math.exp(rate) * (nll - rate * t) / total
 
 
-def ppl_se(nll: np.ndarray, tokens: int) -> float:
-    """Delta-method standard error of PPL = exp(Σ nll_i / T) over test sentences."""
+def ppl_se(nll: np.ndarray, tokens: np.ndarray | Sequence[int]) -> float:
+    """Delta-method standard error of PPL = exp(Σ nll_i / Σ t_i) over test sentences (t_i: each sentence's
+    predicted tokens)."""
     return mean_se(ppl_influence(nll, tokens))
 
 
