@@ -166,6 +166,8 @@ def se_getter_of(*keys):
             v = data.get("min_edit") if isinstance(data, dict) else None
             return statistics.stdev(v) / math.sqrt(len(v)) if isinstance(v, list) and len(v) > 1 else None
         return copy_se
+    if keys == ("gmm", "best_of_inits_accuracy"):
+        return getter_of("gmm", "best_of_inits_accuracy_se")
     if head in SE_KEYS:
         return getter_of(*SE_KEYS[head], *keys[1:][:1 if head in ("noisy_rec", "linear", "converged") else 0])
     if len(keys) == 1 and head not in ("mean_train_length",):
