@@ -195,3 +195,22 @@ def test_several_seeds_add_the_seed_spread(params, tmp_path):
     v = _verdict(plan, exp, tmp_path, "ours_recon_vs_fbp")
     assert v.status == "within noise" and "3 seeds" in v.evidence[0]
     assert not any("seed variation not measured" in e for e in v.evidence)
+
+
+def test_classification_claims_say_when_the_two_probes_disagree(params, tmp_path):
+    """The SPEC recipe says Ours beats every baseline; the converged probe, on the same encoders, says the AE's
+    features are as good: the verdict is the SPEC recipe's, and the evidence gives the other and the disagreement."""
+    plan, exp = _demo(params)
+    base = "results/synthetic/{}/seed783435/probe_classify.json"
+    for run, (spec, conv) in {"ae": (80, 95), "vae": (50, 60), "anneal": (50, 60), "cyclic": (60, 70),
+                              "aggressive": (55, 65), "fbp/lam7": (65, 75), "ours/lam7": (95, 95.5)}.items():
+        write_json(tmp_path, base.format(run),
+                   {"gmm": {"accuracy": spec, "accuracy_se": 1.0, "best_of_inits_accuracy": conv,
+                            "best_of_inits_accuracy_se": 1.0},
+                    "linear": {"100": spec, "500": spec}, "linear_se": {"100": 1.0, "500": 1.0},
+                    "converged": {"100": conv, "500": conv}, "converged_se": {"100": 1.0, "500": 1.0}})
+    v = _verdict(plan, exp, tmp_path, "ours_classify")
+    assert v.status == "holds"
+    note = [e for e in v.evidence if e.startswith("converged probe:")]
+    assert note and note[0].startswith("converged probe: within noise (the probes disagree: the SPEC recipe's "
+                                       "verdict is holds); Ours (λ = 7) converged-probe acc. (100 labels) 95.5 > AE")
