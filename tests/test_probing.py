@@ -448,6 +448,9 @@ def test_cli_classify_sample_and_files(tiny):
         assert _run(argv) == 0
         rec2 = _load(out2)
         assert "gmm" not in rec2 and "file" in rec2["linear_details"]["30"]["source"]
+        # its repeats draw other subsets of 30 from train.txt: the converged probe's spread is measured
+        accs = rec2["repeats"]["accuracies"]["30"]["converged"]
+        assert len(accs) == 3 and len(set(accs)) > 1 and rec2["converged_se"]["30"] > 0
     finally:
         (data / "train.30.txt").unlink()
 

@@ -2,7 +2,8 @@
 frozen means for several label counts, each beside its uncertainty (issue 23):
 
 - the SPEC's linear recipe (SGD lr 1.0, the paper's column) on the paper's label subset, and again on
-  ``--repeats − 1`` further subsets and classifier seeds: ``linear_se`` is the spread of those accuracies;
+  ``--repeats − 1`` further subsets of the same size (sampled from the training split, also when the paper's
+  subset is a file) and classifier seeds: ``linear_se`` is the spread of those accuracies;
 - a converged probe (:func:`textvae.probing.classifiers.converged_probe`: multinomial logistic regression fitted
   to convergence, C chosen on validation) on the same subsets: ``converged`` (the paper's subset), ``converged_se``;
 - the GMM refitted with ``--repeats`` random states: ``gmm.accuracy_se`` and the best-likelihood fit's accuracy.
@@ -113,6 +114,10 @@ def run_classify(args) -> int:
             tx, tlab, tlen = cached(spec, spec.name)
             train_feats[key] = (tx, tlab, tlen, None)
         all_labels.append(tlab)
+    # the pool that the repeats of a subset file draw further subsets of its size from (the full training split)
+    pool = cached(train_file, "train") if have_train and args.repeats > 1 else None
+    if pool is not None:
+        all_labels.append(pool[1])
     lab_map = label_index(*all_labels)
     to_int = lambda labs: np.array([lab_map[l] for l in labs], dtype=np.int64)  # noqa: E731
     vy, sy = to_int(vlab), to_int(slab)
@@ -140,12 +145,17 @@ def run_classify(args) -> int:
         full_x, full_lab, full_len, n = train_feats[key]
         full_y = to_int(full_lab)
         accs: dict[str, list[float]] = {"spec": [], "converged": []}
-        # repeat 0 is the paper's subset and classifier seed; a subset file (n None) repeats the seed only
+        # repeat 0 is the paper's subset and classifier seed; the others draw subsets of the same size (from the
+        # training split when the subset is a file; without it, a file's repeats change the seed only)
         for r in range(args.repeats):
             tx, ty, tlen = full_x, full_y, full_len
             if n is not None:
                 idx = sample_label_subset(full_y, n, args.subset_seed + r, args.label_sampling)
                 tx, ty, tlen = tx[idx], ty[idx], [tlen[i] for i in idx]
+            elif r > 0 and pool is not None:
+                py = to_int(pool[1])
+                idx = sample_label_subset(py, len(full_y), args.subset_seed + r, args.label_sampling)
+                tx, ty, tlen = pool[0][idx], py[idx], [pool[2][i] for i in idx]
             res = train_linear(tx, ty, vx, vy, sx, sy, n_logits=args.n_logits, train_lengths=tlen,
                                seed=args.seed + r, batch_size=args.clf_batch_size, optimizer=args.optimizer,
                                lr=args.lr, max_epochs=args.max_epochs, quiet=True, desc=f"linear {key}")
@@ -166,8 +176,10 @@ def run_classify(args) -> int:
         record["converged_se"] = {k: spread(a["converged"]) for k, a in repeats.items()}
         record["converged_details"] = conv
         record["repeats"] = {"count": args.repeats, "accuracies": repeats,
-                             "how": "label subset numpy seed subset_seed + r and classifier seed seed + r, r = 0 "
-                                    "(the reported number) … count − 1; the *_se are the spread (std) over them"}
+                             "how": "r = 0: the reported subset (sampled with subset_seed, or the file) and classifier "
+                                    "seed; r = 1 … count − 1: a subset of the same size sampled from the training "
+                                    "split with numpy seed subset_seed + r, classifier seed seed + r; the *_se are the "
+                                    "spread (std) over them"}
         record["label_sampling"] = args.label_sampling
         record["subset_seed"] = args.subset_seed
     parts = []
