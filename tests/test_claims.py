@@ -116,7 +116,7 @@ def test_hand_made_verdicts(params, tmp_path):
     vs = claims.evaluate(plan, exp, Results(tmp_path))
     v = verdict(vs, "demo_ours_recon")
     assert v.status == "fails"
-    assert v.evidence[0] == "Ours (λ = 3) Recon 28.50 ≤ VAE 29.00 − 1"
+    assert v.evidence[0] == "Ours (λ = 3) Recon 28.50 ≤ VAE 29.00 − 1 (Δ +0.50, no uncertainty recorded)"
     assert verdict(vs, "ours_all_active").status == "holds"
 
 
@@ -130,17 +130,18 @@ def test_classification_claims_read_every_label_count(params, tmp_path):
     vs = claims.evaluate(plan, exp, Results(tmp_path))
     v = verdict(vs, "ours_classify")
     assert v.status == "holds"
-    assert "Ours (λ = 7) linear acc. (100 labels) 91.0 > AE (max of 6) 70.0" in v.evidence
-    assert "Ours (λ = 7) linear acc. (500 labels) 95.0 > AE (max of 6) 80.0" in v.evidence
+    assert "Ours (λ = 7) linear acc. (100 labels) 91.0 > AE (max of 6) 70.0 (Δ +21.0, no uncertainty recorded)" in v.evidence
+    assert "Ours (λ = 7) linear acc. (500 labels) 95.0 > AE (max of 6) 80.0 (Δ +15.0, no uncertainty recorded)" in v.evidence
     v = verdict(vs, "demo_classify")
     assert v.status == "holds"
-    assert v.evidence == ["Ours (λ = 7) linear acc. (500 labels) 95.0 ≥ 90", "Ours (λ = 7) GMM acc. 86.0 ≥ 80",
-                          "VAE linear acc. (500 labels) 55.0 ≤ 65"]
+    assert v.evidence[:3] == ["Ours (λ = 7) linear acc. (500 labels) 95.0 ≥ 90", "Ours (λ = 7) GMM acc. 86.0 ≥ 80",
+                              "VAE linear acc. (500 labels) 55.0 ≤ 65"]
+    assert v.evidence[3].startswith("converged probe: missing value")      # result files without the new probe
     # the baseline beats Ours at one label count: the claim fails at that count only
     write_json(tmp_path, base.format("cyclic"), {"gmm": {"accuracy": 50}, "linear": {"100": 92, "500": 66}})
     v = verdict(claims.evaluate(plan, exp, Results(tmp_path)), "ours_classify")
     assert v.status == "fails"
-    assert v.evidence[0] == "Ours (λ = 7) linear acc. (100 labels) 91.0 > cyclic (max of 6) 92.0"
+    assert v.evidence[0] == "Ours (λ = 7) linear acc. (100 labels) 91.0 > cyclic (max of 6) 92.0 (Δ −1.0, no uncertainty recorded)"
 
 
 def test_pairs_by_lambda(params, tmp_path):
@@ -153,7 +154,8 @@ def test_pairs_by_lambda(params, tmp_path):
     write_json(tmp_path, base.format("fbp/lam3"), {"rec": 23.0})
     v = verdict(claims.evaluate(plan, exp, Results(tmp_path)), "ours_recon_vs_fbp")
     assert v.status == "fails"
-    assert v.evidence == ["Ours (λ = 3) Recon 24.00 < FBP (λ = 3) 23.00", "Ours (λ = 7) Recon 20.00 < FBP (λ = 7) 22.00"]
+    assert v.evidence[:2] == ["Ours (λ = 3) Recon 24.00 < FBP (λ = 3) 23.00 (Δ +1.00, no uncertainty recorded)",
+                               "Ours (λ = 7) Recon 20.00 < FBP (λ = 7) 22.00 (Δ −2.00, no uncertainty recorded)"]
 
 
 def test_claims_page_and_index_section(params, tmp_path):
@@ -193,7 +195,7 @@ def test_several_seeds_must_each_hold(params, tmp_path):
         write_json(tmp_path, f"results/synthetic/vae/seed{seed}/eval_test.json", {"kl": kl, "au": 0})
     v = verdict(claims.evaluate(plan, exp, Results(tmp_path)), "vae_collapse")
     assert v.status == "holds"
-    assert v.evidence == ["VAE KL 0.02 < 0.1", "VAE AU 0 ≤ 2", "holds for each of the 2 seeds"]
+    assert v.evidence == ["VAE KL 0.02 < 0.1", "VAE AU 0 ≤ 2", "thresholds hold for each of the 2 seeds"]
     # mean KL 0.09 < 0.1, but seed 2 alone has 0.17
     write_json(tmp_path, "results/synthetic/vae/seed2/eval_test.json", {"kl": 0.17, "au": 0})
     v = verdict(claims.evaluate(plan, exp, Results(tmp_path)), "vae_collapse")

@@ -138,6 +138,9 @@ def test_iw_matches_quadrature_1d_latent():
         assert bool(((iw - exact).abs() < 4 * se + 2e-4).all()), (iw - exact, se)
         zsq.append(((iw - exact) / se) ** 2)
     assert float(torch.cat(zsq).mean()) < 3.0          # χ²/dof of 18 standardised errors
+    # the recorded Monte Carlo variance of each estimate (from its own K weights) is the quadrature's
+    _, mc_var = iw_log_likelihood(m, exs, K=1000, seed=11, mu=mu, logvar=lv, mc_var=True)
+    assert torch.allclose(mc_var.sqrt(), se.double(), rtol=0.25), (mc_var.sqrt(), se)
     # (b) the full pipeline with the model's own encoder, here one that outputs the prior (a random encoder
     # can give an infinite-variance proposal): within its Monte Carlo error, and much closer to log p(x) than
     # the ELBO of the same posterior
@@ -442,3 +445,15 @@ def test_cli_evaluate_matches_an_independent_computation(tmp_path):
     assert res["mi"] == res["mi_li"] and res["mi_variant"] == "li"
     assert res["au_variances"] == pytest.approx(variances.tolist(), abs=2e-6)
     assert res["au"] == int((variances >= 0.05).sum())
+    # the standard errors beside them, and the per-sentence values that paired comparisons read
+    lengths = [len(e) - 1 for e in exs]
+    nll = -iw_log_likelihood(m, exs, K=5, seed=seed).numpy()
+    assert res["per_sentence"]["tokens"] == lengths
+    assert res["per_sentence"]["rec"] == pytest.approx(rec, abs=1e-3)
+    assert res["per_sentence"]["nll"] == pytest.approx(nll.tolist(), abs=1e-3)
+    assert res["se"]["rec"] == pytest.approx(np.std(rec, ddof=1) / math.sqrt(n), rel=1e-4)
+    assert res["se"]["kl"] == pytest.approx(np.std(kl, ddof=1) / math.sqrt(n), rel=1e-4)
+    t, L = np.array(lengths), nll.sum() / sum(lengths)          # PPL = exp(L): a ratio over sentences
+    u = n * math.exp(L) * (nll - L * t) / t.sum()
+    assert res["se"]["ppl"] == pytest.approx(np.std(u, ddof=1) / math.sqrt(n), rel=1e-4)
+    assert 0 < res["se"]["nll_mc"] < res["se"]["nll"] and res["se"]["mi"] > 0

@@ -175,3 +175,29 @@ def test_settings_state_each_rows_budget_and_test_subset(tmp_path, params):
     # the paper experiment trains with the global settings: no budget line
     reporting.render(plan, plan.experiment("paper"), "table1", out, tmp_path)
     assert "budgets:" not in out.read_text()
+
+
+def test_every_table_kind_has_one_renderer():
+    assert set(reporting.RENDERERS) == set(tables.TABLE_KINDS.values())
+
+
+def test_single_seed_cells_show_the_runs_own_error_and_table8_both_probes(params, tmp_path):
+    plan = Plan(params)
+    exp = plan.experiment("demo")
+    base = "results/synthetic/{}/seed783435/"
+    write_json(tmp_path, base.format("vae") + "eval_test.json",
+               dict(fake_eval(20.0), se={"ppl": 0.31, "rec": 0.5, "kl": 0.001, "au": 0.0}))
+    for run in ("vae", "ours/lam7"):
+        write_json(tmp_path, base.format(run) + "probe_classify.json",
+                   {"gmm": {"accuracy": 80.0, "accuracy_se": 4.0, "best_of_inits_accuracy": 85.0,
+                            "best_of_inits_accuracy_se": 1.6},
+                    "linear": {"100": 70.0, "500": 75.0}, "linear_se": {"100": 2.5, "500": 1.0},
+                    "converged": {"100": 72.0, "500": 80.0}, "converged_se": {"100": 1.5, "500": 0.5}})
+    reporting.render(plan, exp, "table1", tmp_path / "t1.md", tmp_path)
+    t1 = (tmp_path / "t1.md").read_text()
+    assert "| 20.00 ± 0.31 |" in t1 and "90.00 ± 0.50" in t1 and "seed variation not measured" in t1
+    reporting.render(plan, exp, "table8", tmp_path / "t8.md", tmp_path)
+    t8 = re.sub(r" +", " ", (tmp_path / "t8.md").read_text())
+    assert "| Ours (λ = 7) | 80.0 ± 4.0 | 70.0 ± 2.5 | 75.0 ± 1.0 |" in t8
+    assert t8.index("The SPEC's recipe") < t8.index("Converged probe")
+    assert "| Ours (λ = 7) | 85.0 ± 1.6 | 72.0 ± 1.5 | 80.0 ± 0.5 |" in t8

@@ -20,6 +20,7 @@ from textvae.config.knobs import EVAL_KNOBS, add_options
 from textvae.core.errors import CheckpointError, ConfigError
 from textvae.evaluation.fast_vae import CPU_PROJ_ROWS, FastVAE, elbo_terms, encode_all, iw_log_likelihood, plan_rows
 from textvae.evaluation.metrics import active_units, au_variances, lm_log_likelihood, mi_samples, mutual_information
+from textvae.evaluation.uncertainty import au_bootstrap, compact, mean_se, mi_bootstrap, ppl_se, spread
 from textvae.modeling.model import LSTMLM, VAE
 from textvae.core.rundir import atomic_write_text
 
@@ -52,6 +53,9 @@ def evaluate_model(model: nn.Module, vocab: Vocab, sentences: Sequence[Sequence[
         lp = lm_log_likelihood(model, examples, device=device)
         nll_sum = float(-lp.sum())
         res.update(kind="lm", nll=nll_sum / n, ppl=_ppl(nll_sum, tokens), exact=True, precision="fp32")
+        nll, lengths = (-lp).numpy(), [len(x) - 1 for x in examples]
+        res["se"] = {"nll": mean_se(nll), "ppl": ppl_se(nll, lengths)}
+        res["per_sentence"] = {"tokens": lengths, "nll": compact(nll)}
         res["seconds"] = round(time.perf_counter() - t0, 3)
         return res
     if not isinstance(model, VAE):
@@ -77,14 +81,19 @@ def evaluate_model(model: nn.Module, vocab: Vocab, sentences: Sequence[Sequence[
         au=active_units(mu, au_threshold), au_threshold=au_threshold,
         au_variances=[round(float(v), 6) for v in au_variances(mu)], iw_samples=int(iw_samples),
     )
+    lengths = [len(x) - 1 for x in examples]               # predicted tokens per sentence (SPEC §1.4)
+    res["se"], res["per_sentence"] = _test_set_errors(mu, logvar, rec, kl, lengths, au_threshold)
     if iw_samples == 0:                      # a plain test pass: Recon, KL, −ELBO, MI, AU; no IW estimate
         res["seconds"] = round(time.perf_counter() - t0, 3)
         return res
     t_iw = time.perf_counter()
-    lp = iw_log_likelihood(fast, examples, iw_samples, seed, mu=mu, logvar=logvar, max_rows=max_rows,
-                           budget_mb=budget_mb, proj_rows=proj_rows, progress=progress)
+    lp, mc_var = iw_log_likelihood(fast, examples, iw_samples, seed, mu=mu, logvar=logvar, max_rows=max_rows,
+                                   budget_mb=budget_mb, proj_rows=proj_rows, progress=progress, mc_var=True)
     t_iw = time.perf_counter() - t_iw
     nll_sum = float(-lp.sum())
+    nll = (-lp).numpy()
+    res["se"].update(nll=mean_se(nll), ppl=ppl_se(nll, lengths), nll_mc=float(mc_var.sum().sqrt()) / n)
+    res["per_sentence"]["nll"] = compact(nll)
     res.update(nll=nll_sum / n, ppl=_ppl(nll_sum, tokens), iw_seconds=round(t_iw, 3),
                iw_sentences_per_s=round(n / max(t_iw, 1e-9), 3))
     rows, pr = plan_rows(fast, max(len(x) for x in examples) - 1, budget_mb, max_rows, proj_rows)
@@ -94,6 +103,25 @@ def evaluate_model(model: nn.Module, vocab: Vocab, sentences: Sequence[Sequence[
                                                   precision_check, max_rows, budget_mb, proj_rows)
     res["seconds"] = round(time.perf_counter() - t0, 3)
     return res
+
+
+MI_REPLICATES, AU_REPLICATES = 30, 100
+
+
+def _test_set_errors(mu, logvar, rec, kl, lengths: list[int], au_threshold: float) -> tuple[dict, dict]:
+    """Standard errors over the test sentences (textvae.evaluation.uncertainty) and the per-sentence values
+    that paired comparisons need. MI: bootstrap over sentences with fresh samples; AU: the spread of AU over
+    bootstrap resamples, with its range."""
+    rec_np, kl_np = rec.double().cpu().numpy(), kl.double().cpu().numpy()
+    neg_elbo = rec_np + kl_np
+    mi_reps = mi_bootstrap(mu, logvar, MI_REPLICATES)
+    au_reps = au_bootstrap(mu, au_threshold, AU_REPLICATES)
+    se = {"rec": mean_se(rec_np), "kl": mean_se(kl_np), "neg_elbo": mean_se(neg_elbo),
+          "elbo_ppl": ppl_se(neg_elbo, lengths), "mi": spread(mi_reps), "au": spread(au_reps),
+          "au_range": [int(au_reps.min()), int(au_reps.max())],
+          "method": f"test sentences: std/sqrt(N); PPL: delta method (ratio over sentences); MI: bootstrap ({MI_REPLICATES}, fresh samples); "
+                    f"AU: bootstrap ({AU_REPLICATES})"}
+    return se, {"tokens": lengths, "rec": compact(rec_np), "kl": compact(kl_np, 4)}
 
 
 CHECK_FRACTION = 10      # the bf16 check recomputes at most 1/10 of the IW work in fp32

@@ -40,6 +40,7 @@ from textvae import DEFAULT_SEED
 from textvae.corpora.data import make_batches
 from textvae.core.errors import ConfigError
 from textvae.evaluation.metrics import STREAM_IW, STREAM_REC, SentenceNoise, logmeanexp_exact, posterior_samples
+from textvae.evaluation.uncertainty import iw_mc_variance
 from textvae.modeling.model import VAE, kl_per_dim
 
 DEFAULT_BUDGET_MB = {"cpu": 1024, "cuda": 16384}   # a 2-core/24 GiB CPU box; an 80 GB GPU
@@ -357,12 +358,13 @@ def iw_log_likelihood(model: nn.Module | FastVAE, examples: Sequence[Sequence[in
                       seed: int = DEFAULT_SEED, mu: torch.Tensor | None = None, logvar: torch.Tensor | None = None,
                       max_rows: int | None = None, budget_mb: float | None = None, proj_rows: int | None = None,
                       encode_batch: int = 32, precision: str = "fp32", device=None, progress: bool = False,
-                      index_offset: int = 0) -> torch.Tensor:
+                      index_offset: int = 0, mc_var: bool = False):
     """Importance-weighted log p̂(x) per example (float64 ``[N]``, split order), SPEC §5.2:
     log p̂(x) = logsumexp_k [log p(x|z_k) + log p(z_k) − log q(z_k|x)] − log K, z_k ~ q(z|x).
 
     Sentence i's samples depend only on (seed, i + index_offset). ``mu``/``logvar`` may be passed to skip the
-    encoder. Rows per decoder pass: ``max_rows`` or what fits ``budget_mb``."""
+    encoder. Rows per decoder pass: ``max_rows`` or what fits ``budget_mb``. ``mc_var``: also return each
+    sentence's Monte Carlo variance of the estimate (:func:`textvae.evaluation.uncertainty.iw_mc_variance`)."""
     if K < 1:
         raise ConfigError(f"--iw-samples must be >= 1 (got {K})")
     fast = _fast(model, device, precision)
@@ -375,6 +377,7 @@ def iw_log_likelihood(model: nn.Module | FastVAE, examples: Sequence[Sequence[in
     samples_per_pass = min(K, rows)                    # samples per pass when one sentence needs several
     noise = SentenceNoise(seed, STREAM_IW)
     out = torch.empty(n, dtype=torch.float64)
+    var = torch.zeros(n, dtype=torch.float64)
     bar = _progress(n, progress, "IW-NLL")
     for x, idx in zip(*_length_groups(examples, per_chunk)):
         inputs, targets = x[:, :-1], x[:, 1:]
@@ -390,9 +393,11 @@ def iw_log_likelihood(model: nn.Module | FastVAE, examples: Sequence[Sequence[in
         w = (lpx + lw).numpy()
         for j, i in enumerate(idx):
             out[i] = logmeanexp_exact(w[j])
+            if mc_var:
+                var[i] = iw_mc_variance(w[j])
         bar.update(b)
     bar.close()
-    return out
+    return (out, var) if mc_var else out
 
 
 def _length_groups(examples: Sequence[Sequence[int]], per_chunk: int):

@@ -29,6 +29,57 @@ def corpus_bleu(hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[str]]) ->
     return float(min(max(score, 0.0), 100.0)), str(bleu.get_signature())
 
 
+def bleu_stats(hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[str]], max_n: int = 4) -> np.ndarray:
+    """Per-sentence BLEU statistics ``[N, 2·max_n + 2]``: clipped n-gram matches (n = 1…4), hypothesis n-gram
+    counts, hypothesis length, reference length; their column sums give the corpus BLEU (:func:`bleu_of`)."""
+    from collections import Counter
+
+    if len(hyps) != len(refs):
+        raise ValueError(f"{len(hyps)} hypotheses but {len(refs)} references")
+    out = np.zeros((len(hyps), 2 * max_n + 2), dtype=np.int64)
+    for i, (h, r) in enumerate(zip(hyps, refs)):
+        for n in range(1, max_n + 1):
+            hc = Counter(tuple(h[k:k + n]) for k in range(len(h) - n + 1))
+            rc = Counter(tuple(r[k:k + n]) for k in range(len(r) - n + 1))
+            out[i, n - 1] = sum(min(c, rc[g]) for g, c in hc.items())
+            out[i, max_n + n - 1] = max(len(h) - n + 1, 0)
+        out[i, 2 * max_n], out[i, 2 * max_n + 1] = len(h), len(r)
+    return out
+
+
+def bleu_of(sums: np.ndarray, max_n: int = 4) -> float:
+    """Corpus BLEU ×100 from summed statistics (no smoothing: 0 when any n-gram order has no match)."""
+    m, t = sums[:max_n].astype(np.float64), sums[max_n:2 * max_n].astype(np.float64)
+    c, r = float(sums[2 * max_n]), float(sums[2 * max_n + 1])
+    if c == 0 or (m == 0).any() or (t == 0).any():
+        return 0.0
+    bp = 1.0 if c > r else math.exp(1.0 - r / c)
+    return 100.0 * bp * math.exp(float(np.log(m / t).mean()))
+
+
+def bleu_influence(stats: np.ndarray, max_n: int = 4) -> np.ndarray:
+    """Per-sentence influence values ``u`` of corpus BLEU (delta method on log BLEU): var(BLEU) ≈ var(u) / N,
+    and two systems on the same references compare by the per-sentence differences of ``u``."""
+    sums = stats.sum(0).astype(np.float64)
+    b = bleu_of(sums, max_n)
+    if b == 0.0:
+        return np.zeros(len(stats))
+    m, t = sums[:max_n], sums[max_n:2 * max_n]
+    c, r = sums[2 * max_n], sums[2 * max_n + 1]
+    st = stats.astype(np.float64)
+    dlog = (st[:, :max_n] / m - st[:, max_n:2 * max_n] / t).sum(1) / max_n
+    if c <= r:                                  # brevity penalty 1 − r/c
+        dlog += r * st[:, 2 * max_n] / (c * c) - st[:, 2 * max_n + 1] / c
+    return len(stats) * b * dlog
+
+
+def bleu_bootstrap(stats: np.ndarray, replicates: int = 200, seed: int = 20231) -> np.ndarray:
+    """Corpus BLEU on bootstrap resamples of the sentences (from the per-sentence statistics)."""
+    rng = np.random.default_rng(seed)
+    n = len(stats)
+    return np.array([bleu_of(stats[rng.integers(0, n, size=n)].sum(0)) for _ in range(replicates)])
+
+
 class TokenCoder:
     """Maps each distinct token to one Unicode code point so that a token list becomes a string and
     character-level Levenshtein (rapidfuzz, C++) equals word-level Levenshtein. Surrogates are skipped."""
@@ -133,6 +184,13 @@ def smoothness_pcc(latents: np.ndarray, sentences: Sequence[Sequence[str]], pair
     return pearson(l2, ed), l2, ed
 
 
+def pcc_bootstrap(l2: np.ndarray, ed: np.ndarray, replicates: int = 200, seed: int = 20231) -> np.ndarray:
+    """The smoothness PCC on bootstrap resamples of the pairs."""
+    rng = np.random.default_rng(seed)
+    n = len(l2)
+    return np.array([pearson(l2[idx], ed[idx]) for idx in (rng.integers(0, n, size=n) for _ in range(replicates))])
+
+
 def swap_words(tokens: Sequence[Any], k: int, rng: np.random.Generator, mode: str = "random") -> list:
     """``k`` successive swaps (SPEC §6.3). ``random``: exchange the words at two distinct uniformly chosen
     positions; ``adjacent``: exchange the words at a uniform position i and i+1. Sentences of < 2 words stay
@@ -163,22 +221,24 @@ def interpolation_points(z0: torch.Tensor, z1: torch.Tensor, points: int) -> tor
 
 @torch.no_grad()
 def noisy_reconstruction(model, examples: Sequence[Sequence[int]], k: int, seed: int, mode: str = "random",
-                         device: torch.device | str = "cpu", batch_size: int = 256, quiet: bool = True
-                         ) -> tuple[float, list[list[int]]]:
+                         device: torch.device | str = "cpu", batch_size: int = 256, quiet: bool = True,
+                         per_sentence: bool = False):
     """Mean over sentences of −log p(x | z), z ~ q(z | x̃), x̃ = x after k swaps (SPEC §6.3); k = 0 = clean.
 
-    Returns ``(mean, corrupted framed ids)``. Swaps use numpy ``default_rng([seed, k])`` in sentence order;
+    Returns ``(mean, corrupted framed ids)``, and with ``per_sentence`` also the per-sentence values (float64
+    numpy, split order). Swaps use numpy ``default_rng([seed, k])`` in sentence order;
     the posterior noise a CPU generator on stream ``100 + k``."""
     rng = np.random.default_rng([int(seed), int(k)])
     corrupted = [[x[0]] + swap_words(x[1:-1], k, rng, mode) + [x[-1]] for x in examples]
     mu, logvar = encode(model, corrupted, device, batch_size, quiet=True)
     z = sample_posterior(mu, logvar, cpu_generator(seed, 100 + k))
     batches = make_batches(examples, batch_size)
-    total = 0.0
+    values = np.empty(len(examples), dtype=np.float64)
     for x, idx in progress_bar(zip(batches.tensors, batches.index), total=len(batches), quiet=quiet,
                             desc=f"noisy k={k}", leave=False):
         zz = z[torch.tensor(idx)].to(device).unsqueeze(1)
-        total += float(-model.decoder.log_prob(x.to(device), zz).sum())
-    return total / len(examples), corrupted
+        values[idx] = (-model.decoder.log_prob(x.to(device), zz)).reshape(len(idx)).double().cpu().numpy()
+    mean = float(values.sum()) / len(examples)
+    return (mean, corrupted, values) if per_sentence else (mean, corrupted)
 
 

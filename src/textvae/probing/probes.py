@@ -27,60 +27,33 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from textvae import DEFAULT_SEED
-from textvae.modeling.checkpoint import resolve_device
 from textvae.corpora.data import Vocab, read_corpus, split_path
 from textvae.config.knobs import add_probe_choices
 from textvae.core.errors import ConfigError, DataError
 from textvae.core.markdown import md_escape
-from textvae.core.rundir import atomic_write_text
-from textvae.probing.classifiers import (check_labels, gmm_accuracy, label_index, sample_label_subset,
-                                        train_linear)
-from textvae.probing.metrics import (corpus_bleu, interpolation_points, min_edit_distances, noisy_reconstruction,
-                                   smoothness_pcc)
-from textvae.probing.setup import (checkpoint_info, cpu_generator, decode, encode, ids_to_tokens, load_vae, markdown_path,
-                                 progress_bar, sample_posterior, write_json)
+from textvae.evaluation.uncertainty import compact, mean_se, spread
+from textvae.probing.metrics import (bleu_bootstrap, bleu_influence, bleu_stats, corpus_bleu, interpolation_points,
+                                     min_edit_distances, noisy_reconstruction, pcc_bootstrap, smoothness_pcc)
+from textvae.probing.classify import run_classify
+from textvae.probing.setup import (base_record as _base_record, cpu_generator, decode, encode, finish as _finish,
+                                   ids_to_tokens, progress_bar, sample_posterior, start as _setup)
 
 
 # ==========================================================================================================
 # Probes
 # ==========================================================================================================
 
-def _setup(args) -> tuple[float, torch.device, torch.nn.Module, Vocab, dict]:
-    """What every probe starts with: the clock, the device, the VAE of ``--ckpt`` with its vocabulary."""
-    t0 = time.time()
-    device = resolve_device(args.device)
-    model, vocab, ckpt = load_vae(args.ckpt, device)
-    return t0, device, model, vocab, ckpt
-
+BOOTSTRAP_REPLICATES = 200     # BLEU (over sentences) and PCC (over pairs)
 
 def _load_split(args, vocab: Vocab, split: str | None = None, path: str | Path | None = None):
     path = Path(path) if path is not None else split_path(args.data, split or args.split)
     corpus = read_corpus(path, max_examples=args.max_examples)
     return corpus, [vocab.encode(s) for s in corpus.sentences]
-
-
-def _base_record(args, probe: str, ckpt: dict, device: torch.device) -> dict:
-    settings = {k: v for k, v in vars(args).items() if k not in ("func", "command", "probe_command") and
-                not callable(v)}
-    return {"probe": probe, "checkpoint": checkpoint_info(args.ckpt, ckpt), "split": args.split,
-            "seed": args.seed, "device": str(device), "settings": settings}
-
-
-def _finish(args, record: dict, t0: float, summary: str, markdown: str | None = None) -> int:
-    record["seconds"] = round(time.time() - t0, 3)
-    if markdown is not None:
-        md = markdown_path(args.out)
-        atomic_write_text(markdown, md)
-        record["markdown"] = str(md)
-    write_json(record, args.out)
-    print(f"{summary} -> {args.out}")
-    return 0
 
 
 def _md_header(title: str, record: dict) -> list[str]:
@@ -102,7 +75,12 @@ def run_bleu(args) -> int:
     hyps = [ids_to_tokens(vocab, h) for h in ids]
     refs = corpus.sentences
     score, signature = corpus_bleu(hyps, refs)
+    stats = bleu_stats(hyps, refs)
     record = _base_record(args, "bleu", ckpt, device)
+    # uncertainty: a bootstrap over sentences; per-sentence influence values for paired comparisons
+    record.update(bleu_se=spread(bleu_bootstrap(stats, BOOTSTRAP_REPLICATES)),
+                  se_method=f"bootstrap over sentences ({BOOTSTRAP_REPLICATES})",
+                  per_sentence={"bleu": compact(bleu_influence(stats), 2)})
     nshow = min(args.examples, len(refs))
     record.update(bleu=score, signature=signature, sentences=len(refs), latent=args.latent,
                   max_len=args.max_len, decoding="greedy",
@@ -131,7 +109,9 @@ def run_smoothness(args) -> int:
     if not math.isfinite(r):
         print("warning: a constant distance vector; PCC undefined (null)", file=sys.stderr)
     record = _base_record(args, "smoothness", ckpt, device)
-    record.update(pcc=r, pairs=int(args.pairs), latent=args.latent, sentences=len(sents),
+    record.update(pcc=r, pcc_se=spread(pcc_bootstrap(l2, ed, BOOTSTRAP_REPLICATES)),
+                  se_method=f"bootstrap over pairs ({BOOTSTRAP_REPLICATES})",
+                  pairs=int(args.pairs), latent=args.latent, sentences=len(sents),
                   pair_sampling="i != j uniform, with replacement",
                   mean_l2=float(l2.mean()), mean_edit=float(ed.mean()))
     return _finish(args, record, t0, f"pcc {r:.4f}")
@@ -140,17 +120,20 @@ def run_smoothness(args) -> int:
 def run_noisy(args) -> int:
     t0, device, model, vocab, ckpt = _setup(args)
     corpus, examples = _load_split(args, vocab)
-    results, shown = {}, {}
-    clean, _ = noisy_reconstruction(model, examples, 0, args.seed, args.swap_mode, device, args.batch_size, True)
+    results, shown, se = {}, {}, {}
+    clean, _, clean_values = noisy_reconstruction(model, examples, 0, args.seed, args.swap_mode, device,
+                                                  args.batch_size, True, per_sentence=True)
     for k in progress_bar(args.swaps, quiet=args.quiet, desc="swaps"):
         if k < 0:
             raise ConfigError(f"--swaps {k}: must be >= 0")
-        rec, corrupted = noisy_reconstruction(model, examples, k, args.seed, args.swap_mode, device,
-                                              args.batch_size, args.quiet)
+        rec, corrupted, values = noisy_reconstruction(model, examples, k, args.seed, args.swap_mode, device,
+                                                      args.batch_size, args.quiet, per_sentence=True)
         results[str(k)] = rec
+        se[str(k)] = mean_se(values)
         shown[str(k)] = [" ".join(vocab.decode(c)) for c in corrupted[:args.examples]]
     record = _base_record(args, "noisy", ckpt, device)
-    record.update(noisy_rec=results, clean_rec=clean, swap=args.swap_mode, sentences=len(examples),
+    record.update(noisy_rec=results, noisy_rec_se=se, clean_rec=clean, clean_rec_se=mean_se(clean_values),
+                  se_method="std/sqrt(N) over sentences", swap=args.swap_mode, sentences=len(examples),
                   latent="one posterior sample of the corrupted input",
                   target="-log p(x_original | z), nats per sentence")
     md = _md_header(f"Noisy reconstruction ({args.swap_mode} swaps)", record)
@@ -247,153 +230,6 @@ def run_copy(args) -> int:
     return _finish(args, record, t0, f"copy mean_min_edit {mins.mean():.2f}", "\n".join(md) + "\n")
 
 
-def _labelled(corpus, path) -> list[str]:
-    if corpus.labels is None:
-        raise DataError(f"{path}: classification needs a labelled file (label<TAB>text)")
-    check_labels(corpus.labels, str(path))
-    return corpus.labels
-
-
-def _subset_files(args) -> dict[int, Path]:
-    """``train.N.txt`` files of the data directory for the requested label counts (only the existing ones)."""
-    data = Path(args.data)
-    return {n: data / f"train.{n}.txt" for n in args.labels if (data / f"train.{n}.txt").is_file()}
-
-
-def run_classify(args) -> int:
-    """SPEC §7: GMM on μ (0 labels) and linear classifiers on frozen μ for several label counts."""
-    t0, device, model, vocab, ckpt = _setup(args)
-    warnings: list[str] = []
-
-    def features(path: Path, desc: str, cap: bool = True):
-        corpus = read_corpus(path, labelled=True, max_examples=args.max_examples if cap else None)
-        labels = _labelled(corpus, path)
-        ex = [vocab.encode(s) for s in corpus.sentences]
-        mu, _ = encode(model, ex, device, args.batch_size, quiet=args.quiet, desc=f"encode {desc}")
-        return mu.numpy(), labels, [len(x) for x in ex]
-
-    valid_path = split_path(args.data, "valid")
-    test_path = split_path(args.data, args.split)
-    train_file = Path(args.data) / "train.txt"
-    have_train = train_file.is_file()
-
-    # which labelled sets train the linear classifiers
-    sets: dict[str, Path | tuple[Path, int]] = {}
-    sources: dict[str, str] = {}
-    if args.train_labelled:
-        for p in args.train_labelled:
-            n = len(read_corpus(p, labelled=True).sentences)
-            sets[str(n)] = Path(p)
-            sources[str(n)] = f"file {p}"
-    else:
-        files = _subset_files(args)
-        mode = args.subset_source
-        if mode == "auto":
-            mode = "files" if files and len(files) == len(args.labels) else "sample"
-        if mode == "files":
-            missing = [n for n in args.labels if n not in files]
-            if missing:
-                raise DataError(f"{args.data}: no train.N.txt for N = {missing} (--subset-source files)")
-            for n in args.labels:
-                sets[str(n)] = files[n]
-                sources[str(n)] = f"file {files[n]}"
-        else:
-            if args.labels and not have_train:
-                raise DataError(f"{train_file}: file not found; sampling labelled subsets needs the full training "
-                                f"split (or use --subset-source files / --train-labelled)")
-            if args.labels:   # before hours of encoding: the counts must fit the labelled set
-                total = len(_labelled(read_corpus(train_file, labelled=True), train_file))
-                too_many = [n for n in args.labels if n > total]
-                if too_many:
-                    raise DataError(f"{train_file}: --labels {too_many[0]}: more than its {total} labelled "
-                                    "examples")
-            for n in args.labels:
-                sets[str(n)] = (train_file, n)
-                sources[str(n)] = (f"sample {n} of {train_file} ({args.label_sampling}, "
-                                   f"numpy seed {args.subset_seed})")
-
-    vx, vlab, _ = features(valid_path, "valid")
-    sx, slab, _ = features(test_path, args.split)
-
-    # GMM training features
-    gmm_file = Path(args.gmm_fit) if args.gmm_fit else train_file
-    if args.gmm_components > 0 and not gmm_file.is_file():
-        cands = sorted(Path(args.data).glob("train.*.txt"),
-                       key=lambda p: int(p.stem.split(".")[1]) if p.stem.split(".")[1].isdigit() else -1)
-        if not cands:
-            raise DataError(f"{gmm_file}: file not found; the GMM needs training features (--gmm-fit PATH)")
-        gmm_file = cands[-1]
-        warnings.append(f"{train_file} missing: the GMM is fitted on {gmm_file} instead of the full training split")
-        print(f"warning: {warnings[-1]}", file=sys.stderr)
-
-    cache: dict[str, tuple] = {}
-
-    def cached(path: Path, desc: str, cap: bool = True):
-        key = f"{path}|{cap}"
-        if key not in cache:
-            cache[key] = features(path, desc, cap)
-        return cache[key]
-
-    all_labels = [vlab, slab]
-    train_feats = {}
-    for key, spec in sets.items():
-        if isinstance(spec, tuple):
-            tx, tlab, tlen = cached(spec[0], "train")
-            train_feats[key] = (tx, tlab, tlen, spec[1])
-        else:
-            tx, tlab, tlen = cached(spec, spec.name)
-            train_feats[key] = (tx, tlab, tlen, None)
-        all_labels.append(tlab)
-    lab_map = label_index(*all_labels)
-    to_int = lambda labs: np.array([lab_map[l] for l in labs], dtype=np.int64)  # noqa: E731
-    vy, sy = to_int(vlab), to_int(slab)
-
-    record = _base_record(args, "classify", ckpt, device)
-    record.update(features="encoder mean (frozen)", valid_examples=len(vy), test_examples=len(sy),
-                  label_map=lab_map, warnings=warnings,
-                  test_majority_baseline=100.0 * float(np.bincount(sy).max() / len(sy)))
-
-    if args.gmm_components > 0:
-        gx, _, _ = cached(gmm_file, gmm_file.stem)
-        t_g = time.time()
-        if not args.quiet:
-            print(f"fitting GMM ({args.gmm_components} components) on {len(gx)} means of {gmm_file} ...",
-                  file=sys.stderr)
-        gm = gmm_accuracy(gx, vx, vy, sx, sy, args.gmm_components, args.gmm_rule, args.seed)
-        gm.update(fit_file=str(gmm_file), seconds=round(time.time() - t_g, 3))
-        record["gmm"] = gm
-        print(f"gmm ({args.gmm_rule}, {gm['components']} components) accuracy {gm['accuracy']:.2f}",
-              file=sys.stderr)
-
-    linear, details = {}, {}
-    for key in progress_bar(list(train_feats), quiet=args.quiet, desc="linear classifiers"):
-        tx, tlab, tlen, n = train_feats[key]
-        ty = to_int(tlab)
-        if n is not None:
-            idx = sample_label_subset(ty, n, args.subset_seed, args.label_sampling)
-            tx, ty, tlen = tx[idx], ty[idx], [tlen[i] for i in idx]
-            if len(np.unique(ty)) < 2:
-                raise DataError(f"{sources[key]}: the sampled examples hold one class; classification needs at "
-                                "least two (sample more labels or --label-sampling balanced)")
-        res = train_linear(tx, ty, vx, vy, sx, sy, n_logits=args.n_logits, train_lengths=tlen, seed=args.seed,
-                           batch_size=args.clf_batch_size, optimizer=args.optimizer, lr=args.lr,
-                           max_epochs=args.max_epochs, quiet=args.quiet, desc=f"linear {key}")
-        res["source"] = sources[key]
-        linear[key] = res["test_accuracy"]
-        details[key] = res
-        print(f"linear {key}: test accuracy {res['test_accuracy']:.2f}", file=sys.stderr)
-    if linear:
-        record["linear"] = linear
-        record["linear_details"] = details
-        record["label_sampling"] = args.label_sampling
-        record["subset_seed"] = args.subset_seed
-    parts = []
-    if "gmm" in record:
-        parts.append(f"gmm {record['gmm']['accuracy']:.2f}")
-    parts += [f"{k}:{v:.2f}" for k, v in linear.items()]
-    return _finish(args, record, t0, "classify " + " ".join(parts))
-
-
 # ==========================================================================================================
 # CLI
 # ==========================================================================================================
@@ -482,6 +318,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="default 1.0 (sgd) / 1e-3 (adam)")
     p.add_argument("--max-epochs", type=_positive, default=100)
     p.add_argument("--clf-batch-size", type=_positive, default=16)
+    p.add_argument("--repeats", type=_positive, default=3,
+                   help="label subsets × classifier seeds, and GMM random states, behind each standard error "
+                        "(default 3; the first is the reported SPEC number)")
     p.add_argument("--n-logits", type=_positive, default=10,
                    help="classifier outputs (default 10 as [C]; at least the number of classes)")
     p.set_defaults(func=run_classify)

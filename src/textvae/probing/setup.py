@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from textvae.modeling.checkpoint import file_sha256, load_model, settings_sha256
+from textvae.modeling.checkpoint import file_sha256, load_model, resolve_device, settings_sha256
 from textvae.corpora.data import BOS_ID, EOS_ID, Vocab, make_batches
 from textvae.core.errors import CheckpointError
 from textvae.core.rundir import atomic_write_text
@@ -133,3 +134,31 @@ def ids_to_tokens(vocab: Vocab, ids: Sequence[int]) -> list[str]:
     return [vocab.itos[int(i)] for i in ids]
 
 
+# ==========================================================================================================
+# A probe's start and finish
+# ==========================================================================================================
+
+def start(args) -> tuple[float, torch.device, torch.nn.Module, Vocab, dict]:
+    """What every probe starts with: the clock, the device, the VAE of ``--ckpt`` with its vocabulary."""
+    t0 = time.time()
+    device = resolve_device(args.device)
+    model, vocab, ckpt = load_vae(args.ckpt, device)
+    return t0, device, model, vocab, ckpt
+
+
+def base_record(args, probe: str, ckpt: dict, device: torch.device) -> dict:
+    settings = {k: v for k, v in vars(args).items() if k not in ("func", "command", "probe_command") and
+                not callable(v)}
+    return {"probe": probe, "checkpoint": checkpoint_info(args.ckpt, ckpt), "split": args.split,
+            "seed": args.seed, "device": str(device), "settings": settings}
+
+
+def finish(args, record: dict, t0: float, summary: str, markdown: str | None = None) -> int:
+    record["seconds"] = round(time.time() - t0, 3)
+    if markdown is not None:
+        md = markdown_path(args.out)
+        atomic_write_text(markdown, md)
+        record["markdown"] = str(md)
+    write_json(record, args.out)
+    print(f"{summary} -> {args.out}")
+    return 0

@@ -1,5 +1,6 @@
 """The figures of the reports: PPL against Recon across λ (the trade-off of Ours and FB) and the validation KL,
-MI and AU per epoch, as PNG files written atomically."""
+MI and AU per epoch, as PNG files written atomically. Error bars: the std over seeds, or one run's own standard
+errors (``eval_test.json``); curves of several seeds are their mean with a ± std band."""
 from __future__ import annotations
 
 import os
@@ -7,7 +8,7 @@ from pathlib import Path
 
 from textvae.core.errors import ConfigError
 from textvae.modeling.methods import fmt_lam
-from textvae.reports.formatting import DATASET_NAMES, getter_of, reference, row_label
+from textvae.reports.formatting import DATASET_NAMES, getter_of, reference, row_label, se_getter_of, short_label, stat_of
 from textvae.core.rundir import atomic_path
 from textvae.plan.runs import Row
 
@@ -32,15 +33,16 @@ def draw(rep, item: str, out: Path) -> list[str]:
             pts = []
             for row in rows:
                 runs = rep.runs(dataset, row)
-                rec = rep.results.stat(runs, lambda r: r.eval_json, getter_of("rec")).mean
-                ppl = rep.results.stat(runs, lambda r: r.eval_json, getter_of("ppl")).mean
-                if rec is not None and ppl is not None:
-                    pts.append((rec, ppl, row.lam))
+                rec, ppl = (stat_of(rep.results, runs, lambda r: r.eval_json, getter_of(m), se_getter_of(m))
+                            for m in ("rec", "ppl"))
+                if rec.mean is not None and ppl.mean is not None:
+                    pts.append((rec.mean, ppl.mean, row.lam, _error(rec), _error(ppl)))
             color = f"C{i}"
-            label = row_label(Row(method)).lstrip("+ ")
+            label = short_label(Row(method))
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=color, label=f"{label} (ours)")
-                for x, y, lam in pts:
+                ax.errorbar([p[0] for p in pts], [p[1] for p in pts], xerr=[p[3] for p in pts],
+                            yerr=[p[4] for p in pts], fmt="o-", color=color, capsize=3, label=f"{label} (ours)")
+                for x, y, lam, _, _ in pts:
                     ax.annotate(fmt_lam(lam), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
             if rep.paper:
                 ref = reference()["lm"].get(sec.paper_datasets[0], {})
@@ -58,16 +60,14 @@ def draw(rep, item: str, out: Path) -> list[str]:
     else:
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
         for i, row in enumerate(sec.rows):
-            for j, run in enumerate(rep.runs(dataset, row)):
-                hist = rep.results.metrics(f"{run.dir}/metrics.jsonl")
-                if not hist:
+            hists = [h for run in rep.runs(dataset, row) if (h := rep.results.metrics(f"{run.dir}/metrics.jsonl"))]
+            for ax, key in zip(axes, ("val_kl", "val_mi", "val_au")):
+                ep, mean, std = _curve(hists, key)
+                if not ep:
                     continue
-                ep = [h["epoch"] + 1 for h in hist]          # epochs trained (a one-epoch run is one point)
-                for ax, key in zip(axes, ("val_kl", "val_mi", "val_au")):
-                    ys = [h.get(key) for h in hist]
-                    if any(y is not None for y in ys):
-                        ax.plot(ep, [float("nan") if y is None else y for y in ys], "o-", ms=3, color=f"C{i % 10}",
-                                alpha=1.0 if j == 0 else 0.4, label=row_label(row) if j == 0 else None)
+                ax.plot(ep, mean, "o-", ms=3, color=f"C{i % 10}", label=row_label(row))
+                if len(hists) > 1:                   # several seeds: a ± std band around their mean
+                    ax.fill_between(ep, mean - std, mean + std, color=f"C{i % 10}", alpha=0.2, lw=0)
         for ax, title in zip(axes, ("KL (validation)", "MI (validation)", "AU (validation)")):
             ax.set_title(title)
             ax.set_xlabel("epochs trained")
@@ -81,3 +81,24 @@ def draw(rep, item: str, out: Path) -> list[str]:
         fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return list(dict.fromkeys(rep.results.missing)) + list(rep.results.problems)
+
+
+def _error(stat) -> float:
+    """The error bar of a point: the std over seeds, else the run's own standard error, else 0."""
+    if stat.std is not None:
+        return stat.std
+    return stat.ses[0] if len(stat.ses) == 1 else 0.0
+
+
+def _curve(hists: list[list[dict]], key: str):
+    """Epochs trained and the mean and std over runs of ``key`` per epoch (epochs that every run reached)."""
+    import numpy as np
+
+    series = [[float("nan") if h.get(key) is None else float(h[key]) for h in hist] for hist in hists]
+    series = [s for s in series if any(np.isfinite(s))]
+    if not series:
+        return [], None, None
+    n = min(len(s) for s in series)
+    arr = np.array([s[:n] for s in series])
+    ep = [h["epoch"] + 1 for h in hists[0][:n]]           # epochs trained (a one-epoch run is one point)
+    return ep, np.nanmean(arr, 0), (np.nanstd(arr, 0, ddof=1) if len(arr) > 1 else np.zeros(n))

@@ -37,6 +37,11 @@ def row_label(row: Row, table: str = "") -> str:
     return methods.label(row.method, table) + lam
 
 
+def short_label(row: Row) -> str:
+    """The row's label without the "+ " of a baseline's variant (claims, figure legends, budgets)."""
+    return row_label(row).lstrip("+ ")
+
+
 def fmt(value, decimals: int = 2) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—"
@@ -44,10 +49,12 @@ def fmt(value, decimals: int = 2) -> str:
 
 
 class Stat:
-    """A metric over seeds: mean, sample std (None for one seed), n."""
+    """A metric over seeds: mean, sample std (None for one seed), n; ``ses``: each run's own standard error
+    (shown as ± for a single run)."""
 
-    def __init__(self, values: list[float]):
+    def __init__(self, values: list[float], ses: list | None = None):
         self.values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+        self.ses = [float(e) for e in (ses or []) if e is not None and math.isfinite(float(e))]
 
     @property
     def n(self) -> int:
@@ -65,7 +72,11 @@ class Stat:
         if not self.values:
             return "—"
         s = fmt(self.mean, decimals)
-        return s if self.std is None else f"{s} ± {fmt(self.std, decimals)}"
+        if self.std is not None:
+            return f"{s} ± {fmt(self.std, decimals)}"
+        if len(self.values) == 1 and len(self.ses) == 1:
+            return f"{s} ± {fmt(self.ses[0], decimals)}"
+        return s
 
 
 def diff(ours: Stat, paper, decimals: int = 2) -> str:
@@ -192,6 +203,40 @@ class Results:
                     continue
                 values.append(value)
         return Stat(values)
+
+
+def stat_of(results: Results, runs: list[Run], file_of, getter, se_getter=None) -> Stat:
+    """The metric of ``runs`` over seeds, with each run's standard error (``se_getter``)."""
+    values, ses = [], []
+    for run in runs:
+        data = results.json(file_of(run))
+        if data is not None:
+            values.append(getter(data))
+            ses.append(se_getter(data) if se_getter else None)
+    return Stat(values, ses)
+
+
+# where each metric's standard error is in a result file (textvae.evaluation.uncertainty, the probes)
+SE_KEYS = {"bleu": ("bleu_se",), "pcc": ("pcc_se",), "noisy_rec": ("noisy_rec_se",), "linear": ("linear_se",),
+           "converged": ("converged_se",), "gmm": ("gmm", "accuracy_se")}
+
+
+def se_getter_of(*keys):
+    """The getter of the standard error of the metric at ``keys`` (see :func:`getter_of`), or None when the
+    result files carry none for it."""
+    head = keys[0]
+    if head == "mean_min_edit":             # the copy check: a mean over prior samples
+        def copy_se(data):
+            v = data.get("min_edit") if isinstance(data, dict) else None
+            return statistics.stdev(v) / math.sqrt(len(v)) if isinstance(v, list) and len(v) > 1 else None
+        return copy_se
+    if keys == ("gmm", "best_of_inits_accuracy"):
+        return getter_of("gmm", "best_of_inits_accuracy_se")
+    if head in SE_KEYS:
+        return getter_of(*SE_KEYS[head], *keys[1:][:1 if head in ("noisy_rec", "linear", "converged") else 0])
+    if len(keys) == 1 and head not in ("mean_train_length",):
+        return getter_of("se", head)        # an evaluation metric (eval_test.json "se")
+    return None
 
 
 def getter_of(*keys):
