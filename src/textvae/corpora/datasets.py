@@ -263,6 +263,9 @@ REGISTRY: dict[str, dict[str, Variant]] = {
     "yelp": {_YELP.name: _YELP, _YELP_SHEN.name: _YELP_SHEN},
 }
 
+#: the corpora whose examples carry labels (the classification probe's), the embedded one included
+LABELLED_CORPORA = frozenset({d for d, vs in REGISTRY.items() if all(v.labelled for v in vs.values())} | {"synthetic"})
+
 
 def get_variant(dataset: str, variant: str | None = None,
                 registry: Mapping[str, Mapping[str, Variant]] | None = None) -> Variant:

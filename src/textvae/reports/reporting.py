@@ -269,6 +269,13 @@ class Reporter:
                 line += f"; **differs from the paper's data**: {sub if isinstance(sub, str) else json.dumps(sub)}"
             elif stats.get("description") and ds not in PAPER_SPLITS:
                 line += f"; {stats['description']}"
+            if stats.get("downsample"):
+                down = stats["downsample"]
+                line += (f"; downsampled (seed {stats.get('seed')}) to at most "
+                         + " / ".join(f"{down[s]:,}" for s in ("train", "valid", "test") if s in down))
+            if (stats.get("source") or {}).get("kind") == "local" and stats.get("files"):
+                line += "; sha256 " + ", ".join(f"{role}.txt {f['sha256'][:12]}…"
+                                                for role, f in stats["files"].items() if "." not in role)
             out.append(line)
         return out
 
