@@ -29,7 +29,7 @@ from textvae.corpora.local import LOCAL, file_names, is_labelled
 from textvae.modeling.methods import PRETRAIN_METHODS, PRETRAIN_SOURCE, fmt_lam
 from textvae.plan.runs import Experiment, Row, Run, Section
 from textvae.config.checks import TRAIN_OPTION_NAMES, TRAIN_RULES
-from textvae.plan.tables import TABLE_KINDS, claim_tables
+from textvae.plan.tables import TABLE_KINDS, claim_tables, claims_for
 from textvae.config.settings import PARAMS, SCHEMA, check_params, deep_merge, load_params, run_training, section
 
 PROBES = ("bleu", "smoothness", "noisy", "interpolate", "copy", "classify")
@@ -422,6 +422,8 @@ class Plan:
             tables = self.claim_tables(exp)
             keys += [f"tables.{t}" for t in tables]
             knobs["sections"] = {t: [_sec_key(s) for s in self.sections(exp, t)] for t in tables}
+            # the claims themselves (paper_claims.yaml): a changed wording or threshold rebuilds this page only
+            knobs["claims"] = claims_for(exp.name)
         elif stem == "table9":
             datasets = self._table_datasets(exp, "table9")
             keys += ["tables.table9"] + [f"datasets.{ds}.sizes" for ds in datasets]
@@ -429,8 +431,11 @@ class Plan:
         else:
             keys.append(f"tables.{stem}")
             knobs["sections"] = [_sec_key(s) for s in self.sections(exp, stem)]
-            knobs["overrides"] = {s.dataset: {k: self.datasets[s.dataset].get(k) for k in ("training", "evaluation",
-                                                                                          "probing")}
+            # what the page prints of its datasets' overrides: budgets, evaluation sizes, its own probe's settings
+            kind = TABLE_KINDS[stem]
+            knobs["overrides"] = {s.dataset: {"training": self.datasets[s.dataset].get("training"),
+                                              "evaluation": self.datasets[s.dataset].get("evaluation"),
+                                              kind: (self.datasets[s.dataset].get("probing") or {}).get(kind)}
                                   for s in self.sections(exp, stem)}
         name = f"report-{stem}" if exp.name == "paper" else f"report-{exp.name}-{stem}"
         if stem == "index":

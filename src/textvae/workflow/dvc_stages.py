@@ -124,6 +124,9 @@ def runs_data(plan: Plan) -> dict:
             key = f"{exp.name}-{item.rsplit('.', 1)[0]}".replace("_", "-")
             if item == "index.md":
                 datasets = all_datasets
+            elif item == "claims.md":     # the results of the tables the claims read
+                datasets = list(dict.fromkeys(r.dataset for t in plan.claim_tables(exp)
+                                              for r in plan.item_runs(exp, f"{t}.md")[0]))
             else:
                 datasets = list(dict.fromkeys(r.dataset for r in plan.item_runs(exp, item)[0]))
                 all_datasets += [d for d in datasets if d not in all_datasets]
@@ -231,7 +234,8 @@ def run_stage(rule: str, target: str, probe: str | None = None, params_path: str
 
 def code_closure(module: str, package: str | Path = Path(__file__).parents[1]) -> list[str]:
     """The textvae modules ``module`` (dotted, below ``textvae``) imports, transitively, itself included, as
-    ``src/textvae/PATH.py``; packages' ``__init__.py`` files of the modules count as imported."""
+    ``src/textvae/PATH.py``; packages' ``__init__.py`` files of the modules count as imported, and the YAML
+    data files beside them as read."""
     package = Path(package)
 
     def file_of(name: str) -> Path | None:
@@ -258,6 +262,8 @@ def code_closure(module: str, package: str | Path = Path(__file__).parents[1]) -
                     todo.append(sub)
             elif isinstance(node, ast.Import):
                 todo += [a.name.split(".", 1)[1] for a in node.names if a.name.startswith("textvae.")]
+    # the data files of those packages (paper_claims.yaml, paper_reference.yaml) are read like code
+    seen |= {f for p in list(seen) for f in p.parent.glob("*.yaml")}
     root = package.parent.parent
     return sorted(str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in seen)
 
