@@ -136,7 +136,7 @@ def test_one_methods_epochs_rerun_its_runs_only(done):
 @needs_snakemake
 def test_a_probe_setting_reruns_that_probe_only(done):
     jobs, stages, plan = after(done, probe_setting)
-    probes = {j for j in plan.all_jobs() if j.rule == "probe"}
+    probes = [j for j in plan.all_jobs() if j.rule == "probe"]
     assert runs_of(jobs) == {("probe", j.outputs[0]) for j in probes}
     assert "reports/grid/table10.md" not in reports_of(jobs) and "reports/demo/table5.md" in reports_of(jobs)
     assert not_reports(stages) == {f"probe@{j.name[len('probe_'):]}" for j in probes}
