@@ -286,8 +286,10 @@ class Reporter:
                      + (" (cells: mean ± std over seeds)" if len(self.exp.seeds) > 1 else " (single run per row, "
                         "as the paper)"))
         if not self.paper:
-            lines.append(f"- every dataset replaced by the {DATASET_NAMES.get(self.exp.dataset, self.exp.dataset)}"
-                         f" (`{self.exp.dataset}`); no paper column: the numbers are not comparable with the paper's")
+            name = DATASET_NAMES.get(self.exp.dataset)
+            lines.append("- every dataset replaced by " + (f"the {name} (`{self.exp.dataset}`)" if name else
+                                                           f"`{self.exp.dataset}`")
+                         + "; no paper column: the numbers are not comparable with the paper's")
             if self.exp.lams:
                 lines.append(f"- λ of every row snapped to the nearest of {[fmt_lam(x) for x in self.exp.lams]}")
         ks = sorted(self.results.iw_samples)
