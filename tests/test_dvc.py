@@ -91,10 +91,29 @@ def test_a_stale_run_list_stops_the_stage_with_one_line(tmp_path, monkeypatch):
 # with DVC
 # ----------------------------------------------------------------------------------------------------------
 
+def dvc_stage_params(work: Path) -> dict[str, set[str]]:
+    """First output of every stage → the params.yaml keys it depends on."""
+    code = ("import json; from dvc.repo import Repo; from dvc.dependency.param import ParamsDependency; "
+            "r = Repo('.'); print(json.dumps({str(s.outs[0].def_path): sorted(k for d in s.deps "
+            "if isinstance(d, ParamsDependency) for k in d.params) for s in r.index.stages if s.outs}))")
+    return {o: set(keys) for o, keys in json.loads(run([sys.executable, "-c", code], work).stdout).items()}
+
+
 @needs_dvc
 def test_dvc_stages_are_the_plan_and_follow_lam_grid(tmp_path):
     work = dvc_repo(copy_pipeline(tmp_path / "wf"))
     assert dvc_outputs(work) == plan_outputs(work)
+    # each stage depends on the params.yaml keys its command reads (the plan's), no more: a per-method or a
+    # probing-only key is not a dependency of every training stage
+    plan = pipeline.Plan.load(work / "params.yaml", work / pipeline.SCHEMA)
+    keys = dvc_stage_params(work)
+    for job in plan.all_jobs():
+        if job.rule != "report":      # (the run list pads a stage's own keys with its dataset's sizes)
+            pad = {f"datasets.{job.outputs[0].split('/')[1]}.sizes"}
+            assert keys[(job.dvc_outs or job.outputs)[0]] - pad == set(job.params) - pad, job.name
+    ae = keys["results/ptb_cpu/ae/seed783435/best.pt"]
+    assert "datasets.ptb_cpu.training.methods.ae" in ae and not any(k.startswith("probing") for k in ae)
+    assert "datasets.ptb_cpu.training.methods.aggressive" not in ae
 
     append_to_lam_grid(work, "10")
     # no other command: the run lists are still current, and DVC plans the λ = 10 runs and their evaluations
@@ -124,9 +143,26 @@ def test_code_change_reruns_training_and_evaluations_are_metrics(tmp_path):
     assert "results/synthetic/vae/seed783435/curves.json" in (tmp_path / "plots" / "index.html").read_text()
     assert "changed" not in run(["dvc", "status", stage], work).stdout
 
-    obj = work / "src" / "textvae" / "objectives.py"
+    obj = work / "src" / "textvae" / "modeling" / "objectives.py"
     obj.write_text(obj.read_text() + "\n# a change of the training objective\n")
     status = run(["dvc", "status", "train@synthetic-vae-seed783435", stage], work).stdout
     assert re.search(r"train@synthetic-vae-seed783435:\n\s+changed deps:\n\s+modified:\s+src/textvae/modeling/objectives.py",
                      status), status
     assert f"{stage}:" not in status
+
+
+@needs_dvc
+def test_dvc_dry_run_lists_the_demo_from_a_fresh_clone(tmp_path):
+    """`dvc repro --dry` where nothing has run yet (README, dvc.yaml's header): DVC 3's plain --dry stops at the
+    first stage whose input another stage makes (treeverse/dvc#9818); with --force it lists every stage."""
+    work = copy_pipeline(tmp_path / "wf")
+    edit_params(work, tiny_demo)
+    run([sys.executable, "-m", "textvae", "pipeline", "dvc-yaml"], work)
+    dvc_repo(work)
+    out = run(["dvc", "repro", "--dry", "--force", "--glob", "report@demo-*"], work).stdout
+    listed = set(re.findall(r"^Running stage '([^']+)':", out, re.M))
+    assert not (work / "data").exists() and not (work / "results").exists()
+    plan = pipeline.Plan.load(work / "params.yaml", work / pipeline.SCHEMA)
+    jobs = [j for j in plan.all_jobs() if not (j.rule == "report" and not j.inputs)]   # report_static: not globbed
+    assert len(listed) == len(jobs) and {s.split("@")[0] for s in listed} >= {"data", "train", "train_pretrained",
+                                                                            "evaluate", "probe", "report"}

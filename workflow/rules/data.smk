@@ -1,4 +1,7 @@
 rule prepare_data:
+    input:
+        # your own corpus: its source files (a registered corpus is downloaded or read and verified by the job)
+        lambda wc: P.data_job(wc.dataset).inputs,
     output:
         [f"data/{{dataset}}/{name}" for name in pipeline.DATA_FILES],
     params:

@@ -263,6 +263,9 @@ REGISTRY: dict[str, dict[str, Variant]] = {
     "yelp": {_YELP.name: _YELP, _YELP_SHEN.name: _YELP_SHEN},
 }
 
+#: the corpora whose examples carry labels (the classification probe's), the embedded one included
+LABELLED_CORPORA = frozenset({d for d, vs in REGISTRY.items() if all(v.labelled for v in vs.values())} | {"synthetic"})
+
 
 def get_variant(dataset: str, variant: str | None = None,
                 registry: Mapping[str, Mapping[str, Variant]] | None = None) -> Variant:
@@ -296,10 +299,8 @@ def with_overrides(var: Variant, *, url_base: str | None = None, remote_pins: Ma
 def request_problem(dataset: str, source, examples) -> tuple[str, str] | None:
     """(option, what is wrong) with a request that ``textvae data prepare`` refuses before it reads anything (the
     pre-flight check of params.yaml asks it too), or None."""
-    if dataset not in DATASETS:
-        return "dataset", f"unknown corpus {dataset!r}; choose from {', '.join(DATASETS)}"
+    if examples is not None and (len(examples) != 3 or min(examples) < 1):
+        return "examples", f"--examples needs three positive sizes TRAIN,VALID,TEST, got {tuple(examples)}"
     if dataset == "synthetic" and source is not None:
         return "source", "the embedded corpus is generated; it takes no --source"
-    if dataset != "synthetic" and examples is not None:
-        return "examples", "--examples applies to the synthetic corpus only"
-    return None
+    return None   # a name the registry does not know is your own corpus (corpora.local): it needs a source

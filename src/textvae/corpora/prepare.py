@@ -20,44 +20,29 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import re
 import shutil
 import sys
 import tempfile
 import time
-from collections import Counter
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from textvae import DEFAULT_SEED
-from textvae.corpora.datasets import (DATASETS, LABEL_SUBSETS, SPLITS, Variant, get_variant, request_problem,
-                                      with_overrides)
+from textvae.corpora.datasets import (DATASETS, LABEL_SUBSETS, REGISTRY, SPLITS, Variant, get_variant,
+                                      request_problem, with_overrides)
 from textvae.core.errors import ConfigError, DataError, TextvaeError
 from textvae.corpora.fetch import FetchOptions, Log, RawFile, gather_download, gather_local, one_line, stderr_log
+from textvae.corpora.local import LOCAL, read_local
+from textvae.corpora.splits import Split, write_dataset
 from textvae.core.rundir import check_new_or_own, hold_lock
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Building splits
 # ---------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Split:
-    """Examples of one output file: token lists, labels (labelled corpora), and where they came from."""
-
-    sentences: list[list[str]]
-    labels: list[str] | None
-    origin: str
-    dropped_empty: int = 0
-    note: str = ""
-
-    def subset(self, idx: Sequence[int], origin: str, note: str = "") -> "Split":
-        return Split([self.sentences[i] for i in idx],
-                     None if self.labels is None else [self.labels[i] for i in idx], origin, 0, note)
 
 
 def _read(path: Path, labelled: bool, shown: str | None = None) -> Split:
@@ -155,7 +140,7 @@ def _build_shen(var: Variant, raw: Mapping[str, RawFile], seed: int) -> tuple[di
             origins.append(rf.origin)
             dropped += sp.dropped_empty
         splits[split] = Split(sents, labels, " + ".join(origins), dropped)
-    return _downsample(var, splits, seed), {}
+    return _downsample(splits, dict(var.downsample), seed, var.dataset, var.name), {}
 
 
 def _snli_sentences(path: Path, shown: str) -> Split:
@@ -183,18 +168,18 @@ def _snli_sentences(path: Path, shown: str) -> Split:
 
 def _build_snli_jsonl(var: Variant, raw: Mapping[str, RawFile], seed: int) -> tuple[dict[str, Split], dict[str, Split]]:
     splits = {split: _snli_sentences(raw[split].path, raw[split].origin) for split in SPLITS}
-    return _downsample(var, splits, seed), {}
+    return _downsample(splits, dict(var.downsample), seed, var.dataset, var.name), {}
 
 
-def _downsample(var: Variant, splits: dict[str, Split], seed: int) -> dict[str, Split]:
-    sizes = dict(var.downsample)
+def _downsample(splits: dict[str, Split], sizes: Mapping[str, int], seed: int, *key: str) -> dict[str, Split]:
+    """A seeded sample of ``sizes[split]`` examples of each split (all of a split that has no more)."""
     out = {}
     for split, sp in splits.items():
         k = sizes.get(split)
         if not k:
             out[split] = sp
             continue
-        idx = _sample(len(sp.sentences), k, _rng(seed, var.dataset, var.name, split))
+        idx = _sample(len(sp.sentences), k, _rng(seed, *key, split))
         out[split] = sp.subset(idx, sp.origin, note=f"seeded sample of {len(idx)} of {len(sp.sentences)} "
                                f"examples (seed {seed})")
         out[split].dropped_empty = sp.dropped_empty
@@ -208,91 +193,6 @@ def _sampled_subsets(train: Split, seed: int, dataset: str) -> dict[str, Split]:
             idx = _sample(len(train.sentences), n, _rng(seed, dataset, f"train.{n}"))
             out[f"train.{n}"] = train.subset(idx, "train", note=f"seeded uniform sample of {n} training examples")
     return out
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Statistics and writing
-# ---------------------------------------------------------------------------------------------------------
-
-
-def split_stats(sp: Split, train_vocab: set[str] | None = None) -> dict:
-    lengths = Counter(len(s) for s in sp.sentences)
-    types: set[str] = set()
-    words = 0
-    oov = 0
-    for s in sp.sentences:
-        types.update(s)
-        words += len(s)
-        if train_vocab is not None:
-            oov += sum(1 for w in s if w not in train_vocab)
-    n = len(sp.sentences)
-    st = {
-        "examples": n,
-        "words": words,
-        "tokens": words + n,  # predicted tokens: one </s> per example counted (SPEC §1.4)
-        "vocabulary": len(types),
-        "mean_length": round(words / n, 4) if n else 0.0,
-        "min_length": min(lengths) if lengths else 0,
-        "max_length": max(lengths) if lengths else 0,
-        "length_histogram": {str(k): lengths[k] for k in sorted(lengths)},
-        "dropped_empty": sp.dropped_empty,
-        "origin": sp.origin,
-    }
-    if train_vocab is not None:
-        st["oov_words"] = oov
-    if sp.labels is not None:
-        lab = Counter(sp.labels)
-        st["labels"] = {k: lab[k] for k in sorted(lab, key=lambda x: (len(x), x))}
-    if sp.note:
-        st["note"] = sp.note
-    return st
-
-
-def _format(sp: Split) -> str:
-    if sp.labels is None:
-        return "".join(" ".join(s) + "\n" for s in sp.sentences)
-    return "".join(f"{lab}\t{' '.join(s)}\n" for lab, s in zip(sp.labels, sp.sentences))
-
-
-def write_dataset(out: Path, splits: Mapping[str, Split], extras: Mapping[str, Split], stats: dict,
-                  aux: Mapping[str, str] | None = None) -> dict:
-    """Write everything under a temporary directory beside ``out``, ``stats.json`` last, then swap it in."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the prepared corpus is ordinary data
-        train_vocab: set[str] = set()
-        for s in splits["train"].sentences:
-            train_vocab.update(s)
-        stats["splits"] = {}
-        for split in SPLITS:
-            sp = splits[split]
-            (tmp / f"{split}.txt").write_text(_format(sp), encoding="utf-8")
-            stats["splits"][split] = split_stats(sp, None if split == "train" else train_vocab)
-        stats["vocabulary"] = len(train_vocab)
-        stats["vocab_size"] = 4 + len(train_vocab - {"<pad>", "<s>", "</s>", "<unk>"})
-        if extras:
-            stats["subsets"] = {}
-            for role in sorted(extras, key=lambda r: (len(r), r)):
-                (tmp / f"{role}.txt").write_text(_format(extras[role]), encoding="utf-8")
-                st = split_stats(extras[role])
-                stats["subsets"][role] = {k: st[k] for k in ("examples", "words", "tokens", "origin")
-                                          if k in st} | ({"labels": st["labels"]} if "labels" in st else {})
-        for name, text in (aux or {}).items():
-            (tmp / name).write_text(text, encoding="utf-8")
-        (tmp / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        old = None
-        if out.exists() or out.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / "previous")
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return stats
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -324,22 +224,25 @@ def _prepare(dataset: str, out: Path, *, source: str | Path | None = None,
             variant: str | None = None, seed: int = DEFAULT_SEED, url_base: str | None = None,
             cache: str | Path | None = None, timeout: float = 60.0, retries: int = 3, backoff: float = 1.0,
             max_seconds: float | None = 3600.0, allow_unpinned: bool = False, substitutes: bool = True,
-            examples: Sequence[int] | None = None, spec: Variant | None = None,
+            examples: Sequence[int] | None = None, spec: Variant | None = None, local: bool = False,
             registry: Mapping[str, Mapping[str, Variant]] | None = None, log: Log = stderr_log) -> dict:
     """``source``: a local directory (or pre-downloaded archive) read through the same verification as a
     download; without it the registry's URLs are downloaded (``url_base`` replaces their location, for
     mirrors and tests) into ``cache`` (default ``OUT/../.downloads``). ``spec`` replaces the registry entry.
+    A name the registry does not know, or ``local``, reads ``source`` as a local corpus (textvae.corpora.local).
+    ``examples`` (TRAIN, VALID, TEST) downsamples every split to a seeded sample of at most that many examples
+    (for the synthetic corpus: the sizes generated).
     """
     started = time.time()
     bad = request_problem(dataset, source, examples)
     if bad:
         raise ConfigError(f"{dataset}: {bad[1]}")
+    if local or (spec is None and dataset != "synthetic" and dataset not in (registry or REGISTRY)):
+        return _prepare_local(dataset, out, source, seed, examples, started, log, registry)
     if dataset == "synthetic" and spec is None:
         from textvae.corpora import synthetic
 
         sizes = tuple(examples) if examples else synthetic.DEFAULT_SIZES
-        if len(sizes) != 3 or min(sizes) < 1:
-            raise DataError(f"synthetic: --examples needs three positive sizes TRAIN,VALID,TEST, got {sizes}")
         corpus = synthetic.generate(seed=seed, sizes=dict(zip(SPLITS, sizes)))
         splits = {s: Split([ex.tokens for ex in corpus[s]], [str(ex.label) for ex in corpus[s]],
                            f"textvae.synthetic (seed {seed})") for s in SPLITS}
@@ -362,6 +265,8 @@ def _prepare(dataset: str, out: Path, *, source: str | Path | None = None,
         return stats
 
     var = spec if spec is not None else get_variant(dataset, variant, registry)
+    if examples is not None:
+        var = replace(var, downsample=tuple(zip(SPLITS, examples)))
     if url_base is not None:
         var = with_overrides(var, url_base=url_base)
     opts = FetchOptions(allow_unpinned=allow_unpinned, timeout=timeout, retries=retries, backoff=backoff,
@@ -390,6 +295,8 @@ def _prepare(dataset: str, out: Path, *, source: str | Path | None = None,
             splits, extras = _build_snli_jsonl(var, raw, seed)
         else:  # pragma: no cover - registry error
             raise DataError(f"{dataset}: unknown builder {var.builder!r}")
+        if var.builder == "files" and var.downsample:
+            splits = _downsample(splits, dict(var.downsample), seed, var.dataset, var.name)
         if var.sampled_subsets and var.labelled:
             extras = {**_sampled_subsets(splits["train"], seed, dataset), **extras}
         stats = {
@@ -407,6 +314,36 @@ def _prepare(dataset: str, out: Path, *, source: str | Path | None = None,
         stats = write_dataset(out, splits, extras, stats)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    log(f"{dataset}: wrote {out} ({_summary(stats)}) in {time.time() - started:.1f} s")
+    return stats
+
+
+def _prepare_local(dataset: str, out: Path, source: str | Path | None, seed: int, examples: Sequence[int] | None,
+                   started: float, log: Log, registry: Mapping | None) -> dict:
+    """A folder of train.txt, valid.txt, test.txt (and train.N.txt) read and checked as your own corpus."""
+    if source is None:
+        known = ", ".join([*(registry or REGISTRY), "synthetic"])
+        raise ConfigError(f"{dataset}: not a registered corpus ({known}); a local corpus needs --source DIR "
+                          "(a folder of train.txt, valid.txt, test.txt)")
+    labelled, files = read_local(source)
+    parts = {role: Split(f.sentences, f.labels, str(f.path)) for role, f in files.items()}
+    splits = {s: parts.pop(s) for s in SPLITS}
+    sizes = dict(zip(SPLITS, examples)) if examples else {}
+    splits = _downsample(splits, sizes, seed, dataset, LOCAL)
+    extras = parts or (_sampled_subsets(splits["train"], seed, dataset) if labelled else {})
+    stats = {
+        "dataset": dataset,
+        "variant": LOCAL,
+        "format": "labelled" if labelled else "plain",
+        "description": f"your own corpus from {source}",
+        "seed": seed,
+        "source": {"kind": "local", "path": str(Path(source).resolve())},
+        "files": {role: {"origin": str(f.path), "sha256": f.sha256, "bytes": f.size}
+                  for role, f in sorted(files.items())},
+        "downsample": sizes or None,
+        "substitute": None,
+    }
+    stats = write_dataset(out, splits, extras, stats)
     log(f"{dataset}: wrote {out} ({_summary(stats)}) in {time.time() - started:.1f} s")
     return stats
 
@@ -440,7 +377,11 @@ def register(subparsers) -> None:
         "prepare", help="download or read, verify and prepare a corpus into data/DATASET",
         description="Write OUT/{train,valid,test}.txt (+ train.N.txt subsets for labelled corpora) and "
         "OUT/stats.json. Without --source the registry's URLs are downloaded and verified.")
-    pp.add_argument("dataset", choices=DATASETS)
+    pp.add_argument("dataset", metavar="DATASET",
+                    help=f"a registered corpus ({', '.join(DATASETS)}) or any name with --source DIR: your own "
+                    "corpus, a folder of train.txt, valid.txt, test.txt (plain or label<TAB>text)")
+    pp.add_argument("--local", action="store_true", help="read --source as your own corpus even if DATASET is "
+                    "a registered name")
     pp.add_argument("--source", metavar="PATH", help="local directory (e.g. ../shared/data/ptb) or pre-downloaded "
                     "archive, verified like a download")
     pp.add_argument("--out", metavar="DIR", help="output directory (default data/DATASET)")
@@ -459,7 +400,8 @@ def register(subparsers) -> None:
     pp.add_argument("--no-substitute", action="store_true",
                     help="fail when a local source lacks a split instead of using the documented substitute")
     pp.add_argument("--examples", type=_parse_examples, metavar="TRAIN,VALID,TEST",
-                    help="synthetic corpus sizes (default 20000,2000,2000)")
+                    help="downsample each split to a seeded sample (--seed) of at most this many examples; "
+                    "for the synthetic corpus the sizes generated (default 20000,2000,2000)")
     pp.set_defaults(func=_cmd_prepare)
 
 
@@ -472,7 +414,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     prepare(args.dataset, args.out, source=args.source, variant=args.variant, seed=args.seed,
             url_base=args.url_base, cache=args.cache, timeout=args.timeout, retries=args.retries,
             max_seconds=args.max_time,
-            allow_unpinned=args.allow_unpinned, substitutes=not args.no_substitute, examples=args.examples)
+            allow_unpinned=args.allow_unpinned, substitutes=not args.no_substitute, examples=args.examples,
+            local=args.local)
     return 0
 
 

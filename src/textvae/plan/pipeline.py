@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Iterable
 
 from textvae.core.errors import ConfigError
+from textvae.corpora.datasets import DATASETS, LABELLED_CORPORA
+from textvae.corpora.local import LOCAL, file_names, is_labelled
 from textvae.modeling.methods import PRETRAIN_METHODS, PRETRAIN_SOURCE, fmt_lam
 from textvae.plan.runs import Experiment, Row, Run, Section
-from textvae.config.knobs import PROBE_CHOICE_KNOBS
-from textvae.plan.tables import TABLE_KINDS, claim_tables
+from textvae.config.knobs import PROBE_CHOICE_KNOBS, TRAIN_KNOBS
+from textvae.plan.tables import TABLE_KINDS, claim_tables, claims_for
 from textvae.config.settings import PARAMS, SCHEMA, check_params, deep_merge, load_params, param_lines, run_training, section
 
 PROBES = ("bleu", "smoothness", "noisy", "interpolate", "copy", "classify")
@@ -110,6 +112,12 @@ class Plan:
     def __init__(self, params: dict, params_path: str = PARAMS):
         self.params = params
         self.params_path = params_path
+        for ds, spec in (params.get("datasets") or {}).items():
+            corpus = (spec or {}).get("corpus", ds)
+            if (corpus == LOCAL or corpus not in DATASETS) and not (spec or {}).get("source"):
+                what = "`corpus: local`" if corpus == LOCAL else f"{corpus!r} is not a registered corpus ({', '.join(DATASETS)}):"
+                raise ConfigError(f"{params_path}: datasets.{ds}.source: {what} give `source: DIR`, your own corpus "
+                                  "(a folder of train.txt, valid.txt, test.txt)")
         self._check_rows()
 
     def _check_rows(self) -> None:
@@ -187,7 +195,12 @@ class Plan:
         if exp is None:
             return names
         return [t for t in names if (exp.tables is None or t in exp.tables)
-                and any(exp.runs_dataset(d) for d in self.params["tables"][t]["datasets"])]
+                and any(self._shows(exp, t, d) for d in self.params["tables"][t]["datasets"])]
+
+    def _shows(self, exp: Experiment, table: str, dataset: str) -> bool:
+        """Whether the experiment runs the table's dataset (classification: only on a labelled corpus)."""
+        return exp.runs_dataset(dataset) and (TABLE_KINDS[table] != "classify"
+                                              or self.labelled(exp.map_dataset(dataset)))
 
     def sections(self, exp: Experiment, table: str) -> list[Section]:
         """The table's sections for the experiment; datasets mapped to the same one are merged."""
@@ -195,7 +208,7 @@ class Plan:
         lams = spec.get("lams") or []
         per_dataset = []
         for ds in spec["datasets"]:
-            if not exp.runs_dataset(ds):
+            if not self._shows(exp, table, ds):
                 continue
             rows = spec.get("rows") or []
             if isinstance(rows, dict):
@@ -310,8 +323,13 @@ class Plan:
             raise ConfigError(f"{self.params_path}: datasets.{dataset} is not defined")
         spec = self.datasets[dataset]
         out = f"data/{dataset}"
-        # an alias (ptb_cpu) prepares the registry's corpus (`corpus: ptb`) into its own folder
-        argv = ["textvae", "data", "prepare", spec.get("corpus", dataset), "--out", out]
+        # an alias (ptb_cpu) prepares the registry's corpus (`corpus: ptb`) into its own folder; your own corpus
+        # (`corpus: local`, or a name the registry does not know) is read from its `source:` folder
+        corpus = spec.get("corpus", dataset)
+        argv = ["textvae", "data", "prepare", dataset if corpus == LOCAL else corpus, "--out", out]
+        inputs = file_names(spec["source"]) if self.is_local(dataset) else []
+        if corpus == LOCAL:
+            argv.append("--local")
         if spec.get("source"):
             argv += ["--source", spec["source"]]
         prep = dict(spec.get("prepare") or {})
@@ -322,8 +340,20 @@ class Plan:
         knobs = {"source": spec.get("source"), "prepare": spec.get("prepare")}
         if "corpus" in spec:
             knobs["corpus"] = spec["corpus"]
-        return Job("data", f"data-{dataset}", argv, [], [f"{out}/{f}" for f in DATA_FILES], keys, knobs,
+        return Job("data", f"data-{dataset}", argv, inputs, [f"{out}/{f}" for f in DATA_FILES], keys, knobs,
                    dvc_outs=[out])
+
+    def is_local(self, dataset: str) -> bool:
+        """Whether the dataset is your own corpus (textvae.corpora.local), read from its `source:` folder."""
+        corpus = self.datasets[dataset].get("corpus", dataset)
+        return corpus == LOCAL or (corpus not in DATASETS and bool(self.datasets[dataset].get("source")))
+
+    def labelled(self, dataset: str) -> bool:
+        """Whether the dataset's examples carry labels (the classification probe needs them): the registry's
+        labelled corpora, or your own whose train.txt starts with label<TAB>text (unknown yet: assumed so)."""
+        if self.is_local(dataset):
+            return is_labelled(self.datasets[dataset]["source"]) is not False
+        return self.datasets[dataset].get("corpus", dataset) in LABELLED_CORPORA
 
     def train_job(self, run: Run) -> Job:
         spec = self.datasets.get(run.dataset)
@@ -340,11 +370,16 @@ class Plan:
         # the dataset's and the method's settings: `textvae train` resolves them from the file (one resolver)
         argv += ["--out", run.dir, "--config", self.params_path, "--dataset", run.dataset, "--seed", str(run.seed),
                  "--no-progress", "--resume"]
-        keys = ["training", "spec_choices", f"datasets.{run.dataset}.sizes"]
-        if spec.get("training"):
-            keys.append(f"datasets.{run.dataset}.training")
-        knobs = {"training": deep_merge(self.section("training"), self.run_overrides(run)),
-                 "spec_choices": self.params["spec_choices"], "sizes": spec["sizes"]}
+        # what the run reads: the global training section, the SPEC choices of training (not the probes'), the
+        # dataset's sizes, and its training overrides that apply to this method (not another method's)
+        choices = {k: v for k, v in self.params["spec_choices"].items() if k in TRAIN_KNOBS and TRAIN_KNOBS[k].section == "spec_choices"}
+        over = spec.get("training") or {}
+        keys = ["training", *(f"spec_choices.{k}" for k in choices), f"datasets.{run.dataset}.sizes"]
+        keys += [f"datasets.{run.dataset}.training.{k}" for k in over if k != "methods"]
+        if run.method in (over.get("methods") or {}):
+            keys.append(f"datasets.{run.dataset}.training.methods.{run.method}")
+        knobs = {"training": deep_merge(self.section("training"), self.run_overrides(run)), "spec_choices": choices,
+                 "sizes": spec["sizes"]}
         return Job("train", f"train-{run.slug}", argv, inputs, [f"{run.dir}/{f}" for f in RUN_FILES], keys, knobs,
                    gpu=True)
 
@@ -402,6 +437,8 @@ class Plan:
             tables = self.claim_tables(exp)
             keys += [f"tables.{t}" for t in tables]
             knobs["sections"] = {t: [_sec_key(s) for s in self.sections(exp, t)] for t in tables}
+            # the claims themselves (paper_claims.yaml): a changed wording or threshold rebuilds this page only
+            knobs["claims"] = claims_for(exp.name)
         elif stem == "table9":
             datasets = self._table_datasets(exp, "table9")
             keys += ["tables.table9"] + [f"datasets.{ds}.sizes" for ds in datasets]
@@ -409,8 +446,11 @@ class Plan:
         else:
             keys.append(f"tables.{stem}")
             knobs["sections"] = [_sec_key(s) for s in self.sections(exp, stem)]
-            knobs["overrides"] = {s.dataset: {k: self.datasets[s.dataset].get(k) for k in ("training", "evaluation",
-                                                                                          "probing")}
+            # what the page prints of its datasets' overrides: budgets, evaluation sizes, its own probe's settings
+            kind = TABLE_KINDS[stem]
+            knobs["overrides"] = {s.dataset: {"training": self.datasets[s.dataset].get("training"),
+                                              "evaluation": self.datasets[s.dataset].get("evaluation"),
+                                              kind: (self.datasets[s.dataset].get("probing") or {}).get(kind)}
                                   for s in self.sections(exp, stem)}
         name = f"report-{stem}" if exp.name == "paper" else f"report-{exp.name}-{stem}"
         if stem == "index":

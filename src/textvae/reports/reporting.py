@@ -124,6 +124,13 @@ class Reporter:
                 line += f"; **differs from the paper's data**: {sub if isinstance(sub, str) else json.dumps(sub)}"
             elif stats.get("description") and ds not in PAPER_SPLITS:
                 line += f"; {stats['description']}"
+            if stats.get("downsample"):
+                down = stats["downsample"]
+                line += (f"; downsampled (seed {stats.get('seed')}) to at most "
+                         + " / ".join(f"{down[s]:,}" for s in ("train", "valid", "test") if s in down))
+            if (stats.get("source") or {}).get("kind") == "local" and stats.get("files"):
+                line += "; sha256 " + ", ".join(f"{role}.txt {f['sha256'][:12]}…"
+                                                for role, f in stats["files"].items() if "." not in role)
             out.append(line)
         return out
 
@@ -135,8 +142,10 @@ class Reporter:
                         "as the paper; ± is the run's own standard error: over test sentences, by bootstrap or over "
                         "repeats; seed variation not measured)"))
         if not self.paper:
-            lines.append(f"- every dataset replaced by the {DATASET_NAMES.get(self.exp.dataset, self.exp.dataset)}"
-                         f" (`{self.exp.dataset}`); no paper column: the numbers are not comparable with the paper's")
+            name = DATASET_NAMES.get(self.exp.dataset)
+            lines.append("- every dataset replaced by " + (f"the {name} (`{self.exp.dataset}`)" if name else
+                                                           f"`{self.exp.dataset}`")
+                         + "; no paper column: the numbers are not comparable with the paper's")
             if self.exp.lams:
                 lines.append(f"- λ of every row snapped to the nearest of {[fmt_lam(x) for x in self.exp.lams]}")
         ks = sorted(self.results.iw_samples)

@@ -33,6 +33,16 @@ from textvae.config.settings import PARAMS
 RUNS_FILE = "workflow/dvc_runs.yaml"
 # the report stage of dvc.yaml depends on results/${item.d0} … results/${item.d5}
 REPORT_SLOTS = 6
+# params.yaml keys the train, evaluate and probe stages of dvc.yaml list themselves (every run of the kind reads
+# them); a run's other keys (its dataset's and method's overrides, a probe's settings) are in its entry of the
+# run list, ${item.p0} … ${item.p5} (padded with its dataset's sizes), so that DVC reruns exactly the runs
+# that read an edited key
+STAGE_PARAMS = {"train": ("training", "spec_choices.fbp_mode", "spec_choices.fb_baseline_anneal",
+                          "spec_choices.pretrain_reset_decoder", "spec_choices.iwae_code_compat",
+                          "spec_choices.aggressive_clip"),
+                "evaluate": ("evaluation",), "probe": ()}
+PARAM_SLOTS = 6
+DATA_SLOTS = 3     # a data stage's keys: datasets.NAME.{source,prepare,corpus}, those given
 # the module whose command each stage runs (its import closure is the stage's code dependency)
 ENTRY_MODULES = {"data": "corpora.prepare", "train": "cli.train", "evaluate": "evaluation.evaluate",
                  "probe": "probing.probes", "report": "reports.reporting"}
@@ -66,7 +76,9 @@ def _grid(plan: Plan, evaluated: set[Run], pretrained: bool) -> dict:
     if not lams or not seeds or any(str(lam) != fmt_lam(lam) for lam in lams):
         return empty
     methods = sorted(m for m in LAM_METHODS if (m in PRETRAIN_METHODS) == pretrained)
-    datasets = sorted({r.dataset for r in evaluated})
+    # a `matrix` stage can only name keys every dataset has: datasets with overrides of their own are not in it
+    datasets = sorted(d for d in {r.dataset for r in evaluated}
+                      if not any(plan.datasets[d].get(k) for k in ("training", "evaluation")))
     covered = {m: {d for d in datasets if all(Run(d, m, float(lam), int(s)) in evaluated
                                               for lam in lams for s in seeds)} for m in methods}
     best = empty
@@ -96,7 +108,7 @@ def runs_data(plan: Plan) -> dict:
     for job in jobs:
         if job.rule in ("train", "evaluate", "probe"):
             run = runs[job.name]
-            entry = {"dataset": run.dataset, "dir": run.dir}
+            entry = {"dataset": run.dataset, "dir": run.dir, **param_slots(plan, job, run.dataset)}
             if job.rule == "train" and run not in in_grid:
                 if run.method in PRETRAIN_METHODS:
                     train_pre[run.slug] = {**entry, "ae": run.ae.ckpt}
@@ -114,6 +126,9 @@ def runs_data(plan: Plan) -> dict:
             key = f"{exp.name}-{item.rsplit('.', 1)[0]}".replace("_", "-")
             if item == "index.md":
                 datasets = all_datasets
+            elif item == "claims.md":     # the results of the tables the claims read
+                datasets = list(dict.fromkeys(r.dataset for t in plan.claim_tables(exp)
+                                              for r in plan.item_runs(exp, f"{t}.md")[0]))
             else:
                 datasets = list(dict.fromkeys(r.dataset for r in plan.item_runs(exp, item)[0]))
                 all_datasets += [d for d in datasets if d not in all_datasets]
@@ -126,15 +141,34 @@ def runs_data(plan: Plan) -> dict:
             padded = datasets + [datasets[0]] * (REPORT_SLOTS - len(datasets))
             report[key] = {"out": out, **{f"d{i}": d for i, d in enumerate(padded)}}
     # one top-level key: DVC merges vars files, and params.yaml's keys stay free
-    data = list(dict.fromkeys(j.name[len("data-"):] for j in jobs if j.rule == "data"))
-    return {"runs": {"data": data, "grid": grid, "grid_pretrained": grid_pre, "train": train, "train_pretrained": train_pre,
+    data, data_local = {}, {}
+    for job in jobs:
+        if job.rule == "data":
+            name = job.name[len("data-"):]
+            keys = job.params + [f"datasets.{name}.sizes"] * (DATA_SLOTS - len(job.params))
+            entry = {f"p{i}": k for i, k in enumerate(keys)}
+            if plan.is_local(name):
+                data_local[name] = {"source": plan.datasets[name]["source"], **entry}
+            else:
+                data[name] = entry
+    return {"runs": {"data": data, "data_local": data_local, "grid": grid, "grid_pretrained": grid_pre, "train": train, "train_pretrained": train_pre,
                      "evaluate": evaluate, "probe": probe, "report": report, "report_static": report_static}}
+
+
+def param_slots(plan: Plan, job, dataset: str) -> dict:
+    """``{p0: KEY, …}``: the params.yaml keys a run reads beyond those its dvc.yaml stage lists itself."""
+    keys = [k for k in job.params if k not in STAGE_PARAMS[job.rule]]
+    if len(keys) > PARAM_SLOTS:
+        raise ConfigError(f"{plan.params_path}: {job.name} reads {len(keys)} keys of its own; dvc.yaml's stages "
+                          f"take at most {PARAM_SLOTS} (add ${{item.p{PARAM_SLOTS}}}): {', '.join(keys)}")
+    keys += [f"datasets.{dataset}.sizes"] * (PARAM_SLOTS - len(keys))
+    return {f"p{i}": k for i, k in enumerate(keys)}
 
 
 def runs_yaml(plan: Plan) -> str:
     import yaml
 
-    return HEADER + yaml.safe_dump(runs_data(plan), sort_keys=False, width=100_000, default_flow_style=False)
+    return HEADER + yaml.safe_dump(runs_data(plan), sort_keys=False, width=100_000, default_flow_style=None)
 
 
 def stale_error(params_path: str = PARAMS, runs_path: str = RUNS_FILE, schema: str | None = None) -> str | None:
@@ -226,7 +260,8 @@ def run_stage(rule: str, target: str, probe: str | None = None, params_path: str
 
 def code_closure(module: str, package: str | Path = Path(__file__).parents[1]) -> list[str]:
     """The textvae modules ``module`` (dotted, below ``textvae``) imports, transitively, itself included, as
-    ``src/textvae/PATH.py``; packages' ``__init__.py`` files of the modules count as imported."""
+    ``src/textvae/PATH.py``; packages' ``__init__.py`` files of the modules count as imported, and the YAML
+    data files beside them as read."""
     package = Path(package)
 
     def file_of(name: str) -> Path | None:
@@ -253,6 +288,8 @@ def code_closure(module: str, package: str | Path = Path(__file__).parents[1]) -
                     todo.append(sub)
             elif isinstance(node, ast.Import):
                 todo += [a.name.split(".", 1)[1] for a in node.names if a.name.startswith("textvae.")]
+    # the data files of those packages (paper_claims.yaml, paper_reference.yaml) are read like code
+    seen |= {f for p in list(seen) for f in p.parent.glob("*.yaml")}
     root = package.parent.parent
     return sorted(str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in seen)
 
