@@ -141,7 +141,7 @@ def fake_textvae_env(tmp_path: Path) -> dict:
 
 def test_params_yaml_is_valid_and_complete():
     plan = pipeline.Plan.load(REPO / "params.yaml", REPO / pipeline.SCHEMA)
-    assert set(plan.experiments) == {"paper", "demo", "demo_seeds", "demo_corpus2", "ptb_cpu"}
+    assert set(plan.experiments) == {"paper", "demo", "demo_seeds", "demo_corpus2", "demo_early", "ptb_cpu"}
     assert plan.table_names() == list(pipeline.TABLE_KINDS)
     jobs = plan.all_jobs()
     names = [j.name for j in jobs]

@@ -335,14 +335,15 @@ def _prepare(dataset: str, out: Path, *, source: str | Path | None = None,
     if dataset != "synthetic" and examples is not None:
         raise ConfigError(f"{dataset}: --examples applies to the synthetic corpus only")
     if dataset == "synthetic" and spec is None:
-        from textvae import synthetic
+        from textvae.synthetic import grammar
 
+        synthetic = grammar(variant)   # the default grammar, or `--variant early` (textvae.synthetic_early)
         sizes = tuple(examples) if examples else synthetic.DEFAULT_SIZES
         if len(sizes) != 3 or min(sizes) < 1:
             raise DataError(f"synthetic: --examples needs three positive sizes TRAIN,VALID,TEST, got {sizes}")
         corpus = synthetic.generate(seed=seed, sizes=dict(zip(SPLITS, sizes)))
         splits = {s: Split([ex.tokens for ex in corpus[s]], [str(ex.label) for ex in corpus[s]],
-                           f"textvae.synthetic (seed {seed})") for s in SPLITS}
+                           f"{synthetic.__name__} (seed {seed})") for s in SPLITS}
         extras = _sampled_subsets(splits["train"], seed, dataset)
         aux = {f"{s}.factors.jsonl": "".join(json.dumps(ex.factors, sort_keys=True) + "\n" for ex in corpus[s])
                for s in SPLITS}
@@ -354,7 +355,7 @@ def _prepare(dataset: str, out: Path, *, source: str | Path | None = None,
             "description": synthetic.DESCRIPTION,
             "label": synthetic.LABEL_FACTOR,
             "seed": seed,
-            "source": {"kind": "generated", "generator": "textvae.synthetic", "sizes": list(sizes)},
+            "source": {"kind": "generated", "generator": synthetic.__name__, "sizes": list(sizes)},
             "substitute": None,
         }
         stats = write_dataset(out, splits, extras, stats, aux)
@@ -446,7 +447,8 @@ def register(subparsers) -> None:
     pp.add_argument("--out", metavar="DIR", help="output directory (default data/DATASET)")
     pp.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of downsamples, substitutes, subsets and "
                     f"the synthetic corpus (default {DEFAULT_SEED})")
-    pp.add_argument("--variant", help="source variant: yelp {authors,shen2017}, snli {authors,snli1.0}")
+    pp.add_argument("--variant", help="source variant: yelp {authors,shen2017}, snli {authors,snli1.0}; the "
+                    "synthetic corpus's grammar: default (grammar-v3) or early (the label at the start)")
     pp.add_argument("--url-base", metavar="URL", help="download every remote file from URL/NAME instead (mirror)")
     pp.add_argument("--cache", metavar="DIR", help="download cache (default OUT/../.downloads)")
     pp.add_argument("--timeout", type=float, default=60.0, help="socket timeout in seconds (default 60)")

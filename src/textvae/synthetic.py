@@ -355,3 +355,19 @@ def describe() -> dict:
         "length_range": [MIN_LEN, MAX_LEN],
         "content_word_types": len(vocab),
     }
+
+
+VARIANTS = ("default", "early")   # `textvae data prepare synthetic --variant NAME`
+
+
+def grammar(variant: str | None = None):
+    """The module that generates the corpus of ``variant``: this one (grammar-v3) for ``None`` or
+    ``default``, ``textvae.synthetic_early`` (the label only in the first half of a sentence) for ``early``."""
+    if variant in (None, "default"):
+        import textvae.synthetic as module
+        return module
+    if variant == "early":
+        import textvae.synthetic_early as module
+        return module
+    from textvae.errors import DataError
+    raise DataError(f"synthetic: unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
