@@ -102,7 +102,7 @@ def means(ckpt: str, sentences: list[list[str]]) -> np.ndarray:
     return encode(model, [vocab.encode(s) for s in sentences])[0].numpy().astype(np.float64)
 
 
-def probe(ckpt: str, data: str | Path) -> list[dict]:
+def probe(ckpt: str, data: str | Path, positions: bool = True) -> list[dict]:
     """One row per target: name, kind, classes, chance, μ accuracy (and the text's first-half / last-third
     accuracy for the factors)."""
     data = Path(data)
@@ -119,7 +119,7 @@ def probe(ckpt: str, data: str | Path) -> list[dict]:
             row[f"text {name}"] = linear_probe(x_train, y_train, x_test, y_test)["accuracy"]
         rows.append(row)
     train_p, test_p = position_targets(train_s), position_targets(test_s)
-    for name in train_p:
+    for name in train_p if positions else []:
         y_train, y_test = train_p[name], test_p[name]
         rows.append({"target": name, "kind": "position", "classes": len(set(y_train)),
                      "chance": 100.0 * chance(y_train, y_test), **linear_probe(mu_train, y_train, mu_test, y_test)})
@@ -142,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("ckpt")
     ap.add_argument("data")
     ap.add_argument("--json", help="also write the rows as JSON to this file")
+    ap.add_argument("--factors-only", action="store_true", help="only the four factors (faster)")
     args = ap.parse_args(argv)
-    rows = probe(args.ckpt, args.data)
+    rows = probe(args.ckpt, args.data, positions=not args.factors_only)
     print(markdown(rows, args.ckpt, args.data))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")

@@ -50,6 +50,7 @@ class TrainConfig:
     max_epochs: int = 100
     lr: float | None = None
     encoder_init: str = "spec"           # spec (SPEC 2.4) | torch (PyTorch's defaults; docs/demo.md: the AE saddle)
+                                         # | torch_forget (and forget-gate bias +3: reads whole sentences)
     patience: int | None = None
     min_epoch: int | None = None
     lr_decay: float = 0.5
