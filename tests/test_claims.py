@@ -220,9 +220,10 @@ def test_readme_demo_tables_are_the_committed_reports():
 
     root = Path(__file__).resolve().parents[1]
     script = [sys.executable, str(root / "workflow/scripts/readme_tables.py")]
-    claims_table = subprocess.run(script + ["claims", "demo", "demo_seeds", "demo_corpus2", "demo_early", "--labels",
-                                            "demo", "3 seeds", "corpus 2", "label early", "--reports",
-                                            str(root / "reports")],
+    columns = _regenerate_demo().committed(root / "reports")
+    assert list(columns)[:3] == ["demo", "demo_seeds", "demo_corpus2"]
+    claims_table = subprocess.run(script + _regenerate_demo().claims_command(columns) + ["--reports",
+                                                                                         str(root / "reports")],
                                   check=True, capture_output=True, text=True).stdout
     summary = subprocess.run(script + ["summary", "demo", "--reports", str(root / "reports")],
                              check=True, capture_output=True, text=True).stdout
@@ -232,17 +233,26 @@ def test_readme_demo_tables_are_the_committed_reports():
     assert summary in readme
 
 
-def test_regenerate_demo_rewrites_the_readme_tables_in_place():
-    """workflow/scripts/regenerate_demo.py: the README's tables are replaced whole, the text around them kept,
-    and its claims columns are the ones the test above checks."""
+def _regenerate_demo():
     import importlib.util
 
     path = Path(__file__).resolve().parents[1] / "workflow/scripts/regenerate_demo.py"
     spec = importlib.util.spec_from_file_location("regenerate_demo", path)
     regen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(regen)
+    return regen
+
+
+def test_regenerate_demo_rewrites_the_readme_tables_in_place(tmp_path):
+    """workflow/scripts/regenerate_demo.py: the README's tables are replaced whole, the text around them kept;
+    its claims columns are the experiments whose reports exist."""
+    regen = _regenerate_demo()
     text = "intro\n\n| Claim | x |\n|---|---|\n| old | 1 |\n| older | 2 |\n\nafter\n| Method | y |\n|---|---|\n"
     new = "| Claim | x |\n|---|---|\n| new | 3 |\n"
     assert regen.replace_table(text, "Claim", new) == "intro\n\n" + new + "\nafter\n| Method | y |\n|---|---|\n"
     assert regen.claims_command() == ["claims", "demo", "demo_seeds", "demo_corpus2", "demo_early", "--labels",
                                       "demo", "3 seeds", "corpus 2", "label early"]
+    for exp in ("demo", "demo_early"):
+        (tmp_path / exp).mkdir()
+        (tmp_path / exp / "claims.md").write_text("x")
+    assert regen.committed(tmp_path) == {"demo": "demo", "demo_early": "label early"}

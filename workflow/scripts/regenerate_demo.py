@@ -6,7 +6,8 @@
    ``--no-run``: results/ already holds them);
 2. ``textvae provenance EXP`` for each of the four experiments (``reports/EXP/provenance.md`` and ``runs/``);
 3. the README's two demo tables rewritten in place from the new reports (``readme_tables.py``; the claims
-   table's columns are EXPERIMENTS below; tests/test_claims.py checks that the README holds exactly these).
+   table has a column per experiment of EXPERIMENTS whose reports exist; tests/test_claims.py checks that
+   the README holds exactly these tables).
 
 Run it from the repository root; the reports are then ready to commit (docs/demo.md).
 """
@@ -22,8 +23,14 @@ EXPERIMENTS = {"demo": "demo", "demo_seeds": "3 seeds", "demo_corpus2": "corpus 
 SCRIPT = ROOT / "workflow" / "scripts" / "readme_tables.py"
 
 
-def claims_command() -> list[str]:
-    return ["claims", *EXPERIMENTS, "--labels", *EXPERIMENTS.values()]
+def committed(reports: Path = ROOT / "reports") -> dict[str, str]:
+    """The experiments of EXPERIMENTS whose reports are there (the README shows exactly those)."""
+    return {exp: label for exp, label in EXPERIMENTS.items() if (reports / exp / "claims.md").is_file()}
+
+
+def claims_command(columns: dict[str, str] | None = None) -> list[str]:
+    columns = EXPERIMENTS if columns is None else columns
+    return ["claims", *columns, "--labels", *columns.values()]
 
 
 def table_output(args: list[str]) -> str:
@@ -44,7 +51,7 @@ def replace_table(text: str, first_cell: str, new: str) -> str:
 def update_readme() -> None:
     readme = ROOT / "README.md"
     text = readme.read_text(encoding="utf-8")
-    text = replace_table(text, "Claim", table_output(claims_command()))
+    text = replace_table(text, "Claim", table_output(claims_command(committed())))
     text = replace_table(text, "Method       |   PPL", table_output(["summary", "demo"]))
     readme.write_text(text, encoding="utf-8")
 
