@@ -217,14 +217,17 @@ def test_a_table_outside_the_experiment_is_not_run_and_asks_for_no_file(params, 
 
 def test_readme_demo_tables_are_the_committed_reports():
     """The README's two demo tables are workflow/scripts/readme_tables.py's output on the committed
-    reports/{demo,demo_seeds,demo_corpus2}/, not numbers typed by hand."""
+    reports/{demo,demo_seeds,demo_corpus2,demo_early}/, not numbers typed by hand (workflow/scripts/
+    regenerate_demo.py writes them)."""
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[1]
     script = [sys.executable, str(root / "workflow/scripts/readme_tables.py")]
-    claims_table = subprocess.run(script + ["claims", "demo", "demo_seeds", "demo_corpus2", "--labels", "demo",
-                                            "3 seeds", "corpus 2", "--reports", str(root / "reports")],
+    columns = _regenerate_demo().committed(root / "reports")
+    assert list(columns)[:3] == ["demo", "demo_seeds", "demo_corpus2"]
+    claims_table = subprocess.run(script + _regenerate_demo().claims_command(columns) + ["--reports",
+                                                                                         str(root / "reports")],
                                   check=True, capture_output=True, text=True).stdout
     summary = subprocess.run(script + ["summary", "demo", "--reports", str(root / "reports")],
                              check=True, capture_output=True, text=True).stdout
@@ -232,3 +235,28 @@ def test_readme_demo_tables_are_the_committed_reports():
     readme = (root / "README.md").read_text(encoding="utf-8")
     assert claims_table in readme
     assert summary in readme
+
+
+def _regenerate_demo():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "workflow/scripts/regenerate_demo.py"
+    spec = importlib.util.spec_from_file_location("regenerate_demo", path)
+    regen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(regen)
+    return regen
+
+
+def test_regenerate_demo_rewrites_the_readme_tables_in_place(tmp_path):
+    """workflow/scripts/regenerate_demo.py: the README's tables are replaced whole, the text around them kept;
+    its claims columns are the experiments whose reports exist."""
+    regen = _regenerate_demo()
+    text = "intro\n\n| Claim | x |\n|---|---|\n| old | 1 |\n| older | 2 |\n\nafter\n| Method | y |\n|---|---|\n"
+    new = "| Claim | x |\n|---|---|\n| new | 3 |\n"
+    assert regen.replace_table(text, "Claim", new) == "intro\n\n" + new + "\nafter\n| Method | y |\n|---|---|\n"
+    assert regen.claims_command() == ["claims", "demo", "demo_seeds", "demo_corpus2", "demo_early", "--labels",
+                                      "demo", "3 seeds", "corpus 2", "label early"]
+    for exp in ("demo", "demo_early"):
+        (tmp_path / exp).mkdir()
+        (tmp_path / exp / "claims.md").write_text("x")
+    assert regen.committed(tmp_path) == {"demo": "demo", "demo_early": "label early"}

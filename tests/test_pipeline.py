@@ -144,7 +144,7 @@ def fake_textvae_env(tmp_path: Path) -> dict:
 
 def test_params_yaml_is_valid_and_complete():
     plan = pipeline.Plan.load(REPO / "params.yaml", REPO / pipeline.SCHEMA)
-    assert set(plan.experiments) == {"paper", "demo", "demo_seeds", "demo_corpus2", "ptb_cpu"}
+    assert set(plan.experiments) == {"paper", "demo", "demo_seeds", "demo_corpus2", "demo_early", "ptb_cpu"}
     assert plan.table_names() == list(tables.TABLE_KINDS)
     jobs = plan.all_jobs()
     names = [j.name for j in jobs]
@@ -227,8 +227,8 @@ def test_ptb_cpu_runs_only_ptb_tables_on_its_alias_with_the_paper_column():
     assert not any(f.startswith("results/ptb/") for j in jobs.values() for f in j.outputs)
     # per-method budgets: the AE longer, aggressive on a slice; the other methods the dataset's common cap
     # (resolved by `textvae train` from the file, as the job's command runs it)
-    from textvae.cli.dispatch import build_parser
-    from textvae.cli.train import resolve
+    from textvae.cli.main.dispatch import build_parser
+    from textvae.cli.main.train import resolve
 
     parser = build_parser()
 

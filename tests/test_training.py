@@ -314,6 +314,22 @@ def test_encoder_init_torch_only_changes_a_new_encoder(ptb_slice, ae_ckpt, tmp_p
         Trainer(TrainConfig("ae", encoder_init="xavier"), ptb_slice, tmp_path / "bad", TINY_SIZES)
 
 
+def test_encoder_init_torch_forget_raises_only_the_forget_gate_bias(ptb_slice, tmp_path):
+    """`torch_forget` (issue 24) is `torch` with FORGET_BIAS added to the encoder LSTM's forget-gate bias only."""
+    from textvae.modeling.model import FORGET_BIAS
+
+    plain = Trainer(TrainConfig("ae", max_epochs=1, encoder_init="torch"), ptb_slice, tmp_path / "t", TINY_SIZES)
+    forget = Trainer(TrainConfig("ae", max_epochs=1, encoder_init="torch_forget"), ptb_slice, tmp_path / "f",
+                     TINY_SIZES)
+    a, b = dict(plain.model.encoder.named_parameters()), dict(forget.model.encoder.named_parameters())
+    h = plain.model.encoder.lstm.hidden_size
+    diff = b["lstm.bias_ih_l0"] - a["lstm.bias_ih_l0"]
+    assert torch.allclose(diff[h:2 * h], torch.full((h,), FORGET_BIAS)) and FORGET_BIAS == 3.0
+    assert torch.equal(diff[:h], torch.zeros(h)) and torch.equal(diff[2 * h:], torch.zeros(2 * h))
+    assert all(torch.equal(a[k], b[k]) for k in a if k != "lstm.bias_ih_l0")
+    assert all(torch.equal(x, y) for x, y in zip(plain.model.decoder.parameters(), forget.model.decoder.parameters()))
+
+
 def test_bf16_on_a_machine_without_bf16_lstm_kernels_is_one_line(tmp_path, monkeypatch):
     """oneDNN has no bfloat16 LSTM on AVX2-only CPUs: the trainer says so up front, naming the knob and the fix."""
     import textvae.modeling.checkpoint as ck

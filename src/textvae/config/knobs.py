@@ -97,7 +97,8 @@ class TrainConfig:
     max_epochs: int = knob(100, "pos_int", "maximum epochs", option="epochs")
     lr: float | None = knob(None, "pos", "initial learning rate (default: the method's, SPEC §4)")
     encoder_init: str = knob("spec", ENCODER_INITS, "initialise a new encoder as SPEC §2.4 (spec) or with "
-                             "PyTorch's defaults (torch; docs/demo.md: the AE saddle)")
+                             "PyTorch's defaults (torch; docs/demo.md: the AE saddle), or those with the LSTM "
+                             "forget-gate bias raised by 3 (torch_forget: reads whole sentences, docs/demo.md)")
     patience: int | None = knob(None, "pos_int", "lr-decay patience in epochs (default: the method's)")
     min_epoch: int | None = knob(None, "nonneg_int", "no lr decay before this epoch (default: the method's)")
     lr_decay: float = knob(0.5, "unit", "lr ← lr·lr_decay after `patience` bad epochs, reloading the best "

@@ -220,6 +220,22 @@ def prepare(dataset: str, out: str | Path | None = None, **kwargs) -> dict:
         return _prepare(dataset, out, **kwargs)
 
 
+# the embedded grammars: `textvae data prepare synthetic --variant NAME`
+GRAMMARS = ("default", "early")
+
+
+def grammar(variant: str | None = None):
+    """The module that generates the embedded corpus of ``variant``: grammar-v3 (``textvae.corpora.synthetic``)
+    for ``None`` or ``default``, ``textvae.corpora.synthetic_early`` (the label only in the first half of a
+    sentence) for ``early``."""
+    from textvae.corpora import synthetic, synthetic_early
+
+    modules = dict(zip(GRAMMARS, (synthetic, synthetic_early)))
+    if (variant or "default") not in modules:
+        raise DataError(f"synthetic: unknown variant {variant!r}; known: {', '.join(GRAMMARS)}")
+    return modules[variant or "default"]
+
+
 def _prepare(dataset: str, out: Path, *, source: str | Path | None = None,
             variant: str | None = None, seed: int = DEFAULT_SEED, url_base: str | None = None,
             cache: str | Path | None = None, timeout: float = 60.0, retries: int = 3, backoff: float = 1.0,
@@ -240,12 +256,11 @@ def _prepare(dataset: str, out: Path, *, source: str | Path | None = None,
     if local or (spec is None and dataset != "synthetic" and dataset not in (registry or REGISTRY)):
         return _prepare_local(dataset, out, source, seed, examples, started, log, registry)
     if dataset == "synthetic" and spec is None:
-        from textvae.corpora import synthetic
-
+        synthetic = grammar(variant)   # the default grammar, or `--variant early` (textvae.corpora.synthetic_early)
         sizes = tuple(examples) if examples else synthetic.DEFAULT_SIZES
         corpus = synthetic.generate(seed=seed, sizes=dict(zip(SPLITS, sizes)))
         splits = {s: Split([ex.tokens for ex in corpus[s]], [str(ex.label) for ex in corpus[s]],
-                           f"textvae.synthetic (seed {seed})") for s in SPLITS}
+                           f"{synthetic.__name__} (seed {seed})") for s in SPLITS}
         extras = _sampled_subsets(splits["train"], seed, dataset)
         aux = {f"{s}.factors.jsonl": "".join(json.dumps(ex.factors, sort_keys=True) + "\n" for ex in corpus[s])
                for s in SPLITS}
@@ -257,7 +272,7 @@ def _prepare(dataset: str, out: Path, *, source: str | Path | None = None,
             "description": synthetic.DESCRIPTION,
             "label": synthetic.LABEL_FACTOR,
             "seed": seed,
-            "source": {"kind": "generated", "generator": "textvae.synthetic", "sizes": list(sizes)},
+            "source": {"kind": "generated", "generator": synthetic.__name__, "sizes": list(sizes)},
             "substitute": None,
         }
         stats = write_dataset(out, splits, extras, stats, aux)
@@ -387,7 +402,8 @@ def register(subparsers) -> None:
     pp.add_argument("--out", metavar="DIR", help="output directory (default data/DATASET)")
     pp.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of downsamples, substitutes, subsets and "
                     f"the synthetic corpus (default {DEFAULT_SEED})")
-    pp.add_argument("--variant", help="source variant: yelp {authors,shen2017}, snli {authors,snli1.0}")
+    pp.add_argument("--variant", help="source variant: yelp {authors,shen2017}, snli {authors,snli1.0}; the "
+                    "synthetic corpus's grammar: default (grammar-v3) or early (the label at the start)")
     pp.add_argument("--url-base", metavar="URL", help="download every remote file from URL/NAME instead (mirror)")
     pp.add_argument("--cache", metavar="DIR", help="download cache (default OUT/../.downloads)")
     pp.add_argument("--timeout", type=float, default=60.0, help="socket timeout in seconds (default 60)")

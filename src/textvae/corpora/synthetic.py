@@ -46,7 +46,7 @@ OFF_TOPIC = 0.08  # chance that a content word comes from another topic
 FLIP_POLARITY = 0.06  # chance that an evaluative word has the other polarity
 
 GRAMMAR = "grammar-v3"  # the version written to stats.json and factors.json
-DESCRIPTION = (f"embedded latent-factor grammar corpus (textvae.synthetic {GRAMMAR}): factors topic (6), "
+DESCRIPTION = (f"embedded latent-factor grammar corpus (textvae.corpora.synthetic {GRAMMAR}): factors topic (6), "
                "sentiment (2), tense (3), subject (6); label = sentiment (0 negative, 1 positive)")
 
 TOPICS = ("food", "sports", "music", "travel", "technology", "garden")
@@ -345,7 +345,7 @@ def describe() -> dict:
             vocab.update(forms)
         vocab.update(lex["places"] + lex["adjs"])
     return {
-        "generator": f"textvae.synthetic {GRAMMAR}",
+        "generator": f"textvae.corpora.synthetic {GRAMMAR}",
         "label_factor": LABEL_FACTOR,
         "labels": {str(i): v for i, v in enumerate(SENTIMENTS)},
         "factors": {"topic": list(TOPICS), "sentiment": list(SENTIMENTS), "tense": list(TENSES),

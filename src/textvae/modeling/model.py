@@ -37,7 +37,8 @@ class ModelConfig:
         return asdict(self)
 
 
-ENCODER_INITS = ("spec", "torch")
+ENCODER_INITS = ("spec", "torch", "torch_forget")
+FORGET_BIAS = 3.0   # `torch_forget`: added to the encoder LSTM's forget-gate bias (docs/demo.md, issue 24)
 
 
 def _uniform_init(module: nn.Module, embeddings: list[nn.Embedding]) -> None:
@@ -162,10 +163,18 @@ class Encoder(nn.Module):
 
     def reset_parameters(self, init: str = "spec") -> None:
         """``spec``: SPEC §2.4. ``torch``: PyTorch's own defaults (embedding N(0, 1), LSTM and linear
-        U(±1/√fan-in)), whose final state depends on the sentence from the first step (docs/demo.md)."""
-        if init == "torch":
+        U(±1/√fan-in)), whose final state depends on the sentence from the first step (docs/demo.md).
+        ``torch_forget``: the same, with ``FORGET_BIAS`` added to the LSTM's forget-gate bias (Gers et al. 2000;
+        Jozefowicz et al. 2015 use 1), so that the final state keeps the start of a sentence from the first
+        step: with ``torch`` the demo's AE learns a sentence from its end backwards and has not reached the
+        first words after 80 epochs (docs/demo.md, "Reading the whole sentence")."""
+        if init in ("torch", "torch_forget"):
             for module in (self.embed, self.lstm, self.linear):
                 module.reset_parameters()
+            if init == "torch_forget":
+                h = self.lstm.hidden_size
+                with torch.no_grad():
+                    self.lstm.bias_ih_l0[h:2 * h] += FORGET_BIAS   # gate order i, f, g, o
         elif init == "spec":
             _uniform_init(self, [self.embed])
         else:
