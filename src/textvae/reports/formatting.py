@@ -191,8 +191,10 @@ class Results:
         except DataError as exc:   # "PATH:N: not a JSON line (…)"
             return self._unusable(rel, "line " + str(exc)[len(str(path)) + 1:])
 
-    def stat(self, runs: list[Run], file_of, getter) -> Stat:
-        values = []
+    def stat(self, runs: list[Run], file_of, getter, se_getter=None) -> Stat:
+        """The metric of ``runs`` over seeds, with each run's standard error (``se_getter``); a non-finite value
+        makes its file unusable (named in the report's notes), never part of the mean."""
+        values, ses = [], []
         for run in runs:
             rel = file_of(run)
             data = self.json(rel)
@@ -202,18 +204,13 @@ class Results:
                     self._unusable(rel, f"{getattr(getter, 'name', 'a value')} is {value}")
                     continue
                 values.append(value)
-        return Stat(values)
+                ses.append(se_getter(data) if se_getter else None)
+        return Stat(values, ses)
 
 
 def stat_of(results: Results, runs: list[Run], file_of, getter, se_getter=None) -> Stat:
-    """The metric of ``runs`` over seeds, with each run's standard error (``se_getter``)."""
-    values, ses = [], []
-    for run in runs:
-        data = results.json(file_of(run))
-        if data is not None:
-            values.append(getter(data))
-            ses.append(se_getter(data) if se_getter else None)
-    return Stat(values, ses)
+    """The metric of ``runs`` over seeds, with each run's standard error (:meth:`Results.stat`)."""
+    return results.stat(runs, file_of, getter, se_getter)
 
 
 # where each metric's standard error is in a result file (textvae.evaluation.uncertainty, the probes)
