@@ -39,6 +39,17 @@ class LocalFile:
     size: int
 
 
+def missing_source(name: str, spec: dict) -> str | None:
+    """Why a dataset of params.yaml that is your own corpus lacks what it needs (its ``source:``), or None."""
+    from textvae.corpora.datasets import DATASETS
+
+    corpus = spec.get("corpus", name)
+    if (corpus == LOCAL or corpus not in DATASETS) and not spec.get("source"):
+        what = "`corpus: local`" if corpus == LOCAL else f"{corpus!r} is not a registered corpus ({', '.join(DATASETS)}):"
+        return f"{what} give `source: DIR`, your own corpus (a folder of train.txt, valid.txt, test.txt)"
+    return None
+
+
 def file_names(source: str | Path) -> list[str]:
     """The paths of a local corpus' split files (what the pipeline's data job reads)."""
     return [str(Path(source) / f"{s}.txt") for s in SPLIT_NAMES]

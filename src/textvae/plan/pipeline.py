@@ -25,7 +25,7 @@ from typing import Iterable
 
 from textvae.core.errors import ConfigError
 from textvae.corpora.datasets import DATASETS, LABELLED_CORPORA
-from textvae.corpora.local import LOCAL, file_names, is_labelled
+from textvae.corpora.local import LOCAL, file_names, is_labelled, missing_source
 from textvae.modeling.methods import PRETRAIN_METHODS, PRETRAIN_SOURCE, fmt_lam
 from textvae.plan.runs import Experiment, Row, Run, Section
 from textvae.config.knobs import PROBE_CHOICE_KNOBS, TRAIN_KNOBS
@@ -113,11 +113,8 @@ class Plan:
         self.params = params
         self.params_path = params_path
         for ds, spec in (params.get("datasets") or {}).items():
-            corpus = (spec or {}).get("corpus", ds)
-            if (corpus == LOCAL or corpus not in DATASETS) and not (spec or {}).get("source"):
-                what = "`corpus: local`" if corpus == LOCAL else f"{corpus!r} is not a registered corpus ({', '.join(DATASETS)}):"
-                raise ConfigError(f"{params_path}: datasets.{ds}.source: {what} give `source: DIR`, your own corpus "
-                                  "(a folder of train.txt, valid.txt, test.txt)")
+            if missing_source(ds, spec or {}):
+                raise ConfigError(f"{params_path}: datasets.{ds}.source: {missing_source(ds, spec or {})}")
         self._check_rows()
 
     def _check_rows(self) -> None:
