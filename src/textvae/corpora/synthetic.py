@@ -123,28 +123,21 @@ _LEX = {
     ),
 }
 
-_SENT = {
-    "positive": dict(
-        adjs="great wonderful amazing lovely excellent perfect fantastic delightful brilliant pleasant superb "
-        "charming good nice",
-        advs="happily gladly proudly eagerly cheerfully easily",
-        verbs="love/loves/loved enjoy/enjoys/enjoyed like/likes/liked",
-        feelings="happy glad proud excited relaxed grateful",
-        tags="highly recommended|loved it|what a joy|worth it",
-        marks=(".", "!"),
-        mark_weights=(0.55, 0.45),
-    ),
-    "negative": dict(
-        adjs="terrible awful boring horrible dreadful poor disappointing bad dull miserable annoying lousy "
-        "mediocre ugly",
-        advs="sadly reluctantly barely angrily nervously slowly",
-        verbs="hate/hates/hated regret/regrets/regretted dislike/dislikes/disliked",
-        feelings="sad angry tired bored upset annoyed",
-        tags="never again|what a waste|so disappointing|avoid it",
-        marks=(".", "!"),
-        mark_weights=(0.85, 0.15),
-    ),
+# sentiment → its words and punctuation; each entry: (positive, negative)
+_SENT_WORDS = {
+    "adjs": ("great wonderful amazing lovely excellent perfect fantastic delightful brilliant pleasant superb "
+             "charming good nice",
+             "terrible awful boring horrible dreadful poor disappointing bad dull miserable annoying lousy "
+             "mediocre ugly"),
+    "advs": ("happily gladly proudly eagerly cheerfully easily", "sadly reluctantly barely angrily nervously slowly"),
+    "verbs": ("love/loves/loved enjoy/enjoys/enjoyed like/likes/liked",
+              "hate/hates/hated regret/regrets/regretted dislike/dislikes/disliked"),
+    "feelings": ("happy glad proud excited relaxed grateful", "sad angry tired bored upset annoyed"),
+    "tags": ("highly recommended|loved it|what a joy|worth it", "never again|what a waste|so disappointing|avoid it"),
+    "marks": ((".", "!"), (".", "!")),
+    "mark_weights": ((0.55, 0.45), (0.85, 0.15)),
 }
+_SENT = {s: {k: v[i] for k, v in _SENT_WORDS.items()} for i, s in enumerate(("positive", "negative"))}
 
 _TIME = {  # sentence-final time adverbials
     "past": ("yesterday", "last week", "last night", "last year", "earlier"),
