@@ -47,3 +47,13 @@ def publish(text: str, heading: str, path: str | None) -> None:
     print(text)
     if path:
         write_section(Path(path), heading, text)
+
+
+def emit_json(out: dict, path: str | None) -> int:
+    """Print a bench's JSON result and write it to ``path`` if given; the script's exit code (0)."""
+    import json
+
+    print(json.dumps(out, indent=1))
+    if path:
+        Path(path).write_text(json.dumps(out, indent=1))
+    return 0

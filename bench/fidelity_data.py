@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from authors_checkout import SHARED, patched_copy  # noqa: E402
+from bench_common import emit_json  # noqa: E402
 
 SEEDS = (0, 1, 2)
 
@@ -129,10 +130,7 @@ def main() -> int:
         ev = evaluate_model(m, vocab, read_corpus(data / "test.txt").sentences, iw_samples=1000, seed=seed)
         out["textvae_eval"].append({"seed": seed, **{k: ev[k] for k in ("neg_elbo", "kl", "rec", "elbo_ppl", "mi_li",
                                                                        "mi_he", "au", "nll", "ppl")}})
-    print(json.dumps(out, indent=1))
-    if a.json:
-        Path(a.json).write_text(json.dumps(out, indent=1))
-    return 0
+    return emit_json(out, a.json)
 
 
 if __name__ == "__main__":

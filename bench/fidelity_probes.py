@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import re
 import runpy
@@ -29,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import emit_json  # noqa: E402
 
 
 def features(folder: Path) -> dict:
@@ -81,10 +82,7 @@ def main() -> int:
                      "one2one": {"authors": theirs(script, folder, seed, True)["test"], "textvae": ours["hungarian"]}})
         print(rows[-1], file=sys.stderr, flush=True)
     out = {"rows": rows, "identical": all(r[k]["authors"] == r[k]["textvae"] for r in rows for k in ("top", "one2one"))}
-    print(json.dumps(out, indent=1))
-    if a.json:
-        Path(a.json).write_text(json.dumps(out, indent=1))
-    return 0
+    return emit_json(out, a.json)
 
 
 if __name__ == "__main__":

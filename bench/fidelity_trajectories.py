@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from authors_checkout import SHARED, patched_copy  # noqa: E402
+from bench_common import emit_json  # noqa: E402
 
 SIZES = dict(enc_emb=64, dec_emb=64, enc_hidden=128, dec_hidden=128, nz=32)
 SEEDS = (783435, 101, 202)
@@ -144,10 +145,7 @@ def main() -> int:
                 "authors_min": min(av), "authors_max": max(av), "authors_mean": statistics.mean(av),
                 "textvae_min": min(tv), "textvae_max": max(tv), "textvae_mean": statistics.mean(tv),
                 "textvae_within_authors_range": all(min(av) <= x <= max(av) for x in tv)}
-    print(json.dumps(out, indent=1))
-    if a.json:
-        Path(a.json).write_text(json.dumps(out, indent=1))
-    return 0
+    return emit_json(out, a.json)
 
 
 if __name__ == "__main__":

@@ -59,3 +59,17 @@ def write_json(root: Path, rel: str, data: dict) -> None:
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: one intra-op thread (torch and the BLAS under scikit-learn) is fastest and keeps the tests
+    quick on a busy machine."""
+    import torch
+    from threadpoolctl import threadpool_limits  # scikit-learn dependency
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(threads)

@@ -34,15 +34,8 @@ def _sentence(rng: random.Random, label: int) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is fastest and keeps the tests quick on a busy machine."""
-    from threadpoolctl import threadpool_limits  # scikit-learn dependency
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here on one thread (conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")
