@@ -143,7 +143,7 @@ def test_train_with_config_dataset_and_method_is_the_pipelines_run():
             assert getattr(cfg, key) == value and type(getattr(cfg, key)) is K.TRAIN_KNOBS[key].kind, (job.name, key)
         assert sizes == job.knobs["sizes"]
     ae = next(resolve(parser.parse_args(j.argv[1:]))[0] for j in jobs if "-ae-" in j.name)
-    assert (ae.max_epochs, ae.encoder_init, ae.warm_up) == (20, "torch", 2.0)
+    assert (ae.max_epochs, ae.encoder_init, ae.warm_up) == (20, "torch_forget", 2.0)
 
 
 def test_options_win_over_every_layer(tmp_path):
