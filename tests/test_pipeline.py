@@ -227,8 +227,8 @@ def test_ptb_cpu_runs_only_ptb_tables_on_its_alias_with_the_paper_column():
     assert not any(f.startswith("results/ptb/") for j in jobs.values() for f in j.outputs)
     # per-method budgets: the AE longer, aggressive on a slice; the other methods the dataset's common cap
     # (resolved by `textvae train` from the file, as the job's command runs it)
-    from textvae.cli.main.dispatch import build_parser
-    from textvae.cli.main.train import resolve
+    from textvae.cli.dispatch import build_parser
+    from textvae.cli.train import resolve
 
     parser = build_parser()
 

@@ -21,7 +21,7 @@ import sys
 import textvae.modeling.model
 if sys.argv[1]:
     textvae.modeling.model.FORGET_BIAS = float(sys.argv[1])
-from textvae.cli.main import main
+from textvae.cli import main
 sys.exit(main(sys.argv[2:]))
 PY
   cp "$out/best.pt" "$out.best_e$e.pt"
