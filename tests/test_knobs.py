@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 PARAMS_TEXT = (REPO / "params.yaml").read_text()
 EVERY_KNOB = [*K.TRAIN_KNOBS.values(), *K.SIZE_KNOBS.values(), *K.EVAL_KNOBS.values(),
               *(k for _, k in K.PROBE_CHOICE_KNOBS.values())]
+PROBE_SIZE_KNOBS = [(probe, k) for probe, knobs in K.PROBE_KNOBS.items() for k in knobs.values()]
 # values each rule is tried on (finite ones: the schema and the rule must agree on each)
 PROBES = [0, 1, 2, -1, 0.5, 1.0, 0.999, 1.5, 2**64 - 1, 2**64, True, False, "x", "spec", "torch", "fp32", "top",
           "per_example", "all", "li", None, [1]]
@@ -59,13 +60,18 @@ def test_command_options_are_the_declarations():
              if k.option is not None]
     where += [(subparser(parser, "evaluate"), k, k.default) for k in K.EVAL_KNOBS.values()]
     where += [(subparser(parser, "probe", probe), k, k.default) for probe, k in K.PROBE_CHOICE_KNOBS.values()]
-    assert len(where) == 29 + 7 + 4 + 8   # train (TrainConfig but progress; sizes), evaluate, probes
+    where += [(subparser(parser, "probe", probe), k, k.default) for probe, k in PROBE_SIZE_KNOBS]
+    # train (TrainConfig but progress; sizes), evaluate, probes (SPEC choices; settings: 6 × max_examples and
+    # bleu 1, smoothness 1, noisy 1, interpolate 3, copy 2, classify 5)
+    assert len(where) == 29 + 7 + 4 + 8 + 6 + 13
     for p, k, default in where:
         act = option(p, k.flag)
         assert act.default == default, k.name          # train: unset, so params.yaml's value stands
         assert k.help in act.help, k.name
         if k.kind is bool:
             assert isinstance(act, argparse.BooleanOptionalAction), k.name
+        elif k.many:
+            assert act.nargs == k.many and act.type is k.kind, k.name
         elif isinstance(k.rule, tuple):
             assert tuple(act.choices) == k.rule, k.name
         else:
@@ -87,22 +93,28 @@ def test_schema_parts_are_generated_from_the_declarations():
     assert set(schema["spec_choices"]["required"]) == set(K.section_knobs("spec_choices")) == \
         set(yaml.safe_load(PARAMS_TEXT)["spec_choices"])
     assert set(schema["evaluation"]["properties"]) == set(K.EVAL_KNOBS)
+    assert {p: set(v["properties"]) for p, v in schema["probing"]["properties"].items()} == \
+        {p: set(knobs) for p, knobs in K.PROBE_KNOBS.items()}
 
 
-@pytest.mark.parametrize("knob", [k for k in EVERY_KNOB if k.section], ids=lambda k: k.name)
-def test_the_schema_and_the_value_rule_agree(knob):
+@pytest.mark.parametrize("probe, knob", [(None, k) for k in EVERY_KNOB if k.section] + PROBE_SIZE_KNOBS,
+                         ids=lambda k: getattr(k, "name", k))
+def test_the_schema_and_the_value_rule_agree(probe, knob):
     """Every finite value: the schema admits it exactly when the job's rule does (NaN and inf the schema cannot
     see: the pre-flight check applies the rule itself, test_preflight_check_refuses_what_a_job_refuses)."""
-    name = {"training": "training", "sizes": "sizes", "spec_choices": "spec_choices",
-            "evaluation": "evaluation"}[knob.section]
-    schema = K.schema_defs()[name]["properties"][knob.name]
-    for value in PROBES + [math.nan, math.inf]:
+    defs = K.schema_defs()
+    schema = (defs["probing"]["properties"][probe] if probe else defs[knob.section])["properties"][knob.name]
+    values = PROBES + [math.nan, math.inf]
+    if knob.many:   # a list setting: each value alone, and in lists
+        values = values + [[v] for v in values if v is not None] + [[], [3, 0], [3, 4]]
+    for value in values:
         if value is None:
             continue
         by_rule = knob.problem(value) is None
         by_schema = jsonschema.Draft202012Validator(schema).is_valid(value)
         # what JSON schema cannot say: finiteness, and that 1.0 is no integer (it counts it as one)
-        if isinstance(value, float) and (not math.isfinite(value) or schema.get("type") == "integer"):
+        item = value[0] if isinstance(value, list) and len(value) == 1 else value
+        if isinstance(item, float) and (not math.isfinite(item) or "integer" in str(schema)):
             assert not by_rule, (knob.name, value)
         else:
             assert by_rule == by_schema, (knob.name, value, by_rule, by_schema)
@@ -262,3 +274,27 @@ def test_a_value_a_job_refuses_deletes_nothing_through_snakemake(tmp_path):
                         proc.stderr.strip().splitlines()[-1]), (name, proc.stderr[-2000:])
         assert {f: (work / f).stat().st_mtime_ns for f in outputs if (work / f).exists()} == before, name
     shutil.rmtree(work / ".snakemake", ignore_errors=True)
+
+
+@pytest.mark.parametrize("old, new, key, flag, bad", [
+    ("  interpolate: {pairs_interp: 10, points: 11}", "  interpolate: {pairs_interp: 10, points: 1}",
+     "probing.interpolate.points", "--points", "1"),
+    ("  noisy: {swaps: [1, 2, 3, 4]}", "  noisy: {swaps: [1, 0]}", "probing.noisy.swaps[1]", "--swaps", "0"),
+])
+def test_probe_settings_are_refused_alike_by_the_preflight_check_and_the_probe(old, new, key, flag, bad, tmp_path,
+                                                                               capsys):
+    """A probe's size setting has one rule: params.yaml's pre-flight check names file:line:key, and the probe
+    command refuses the same value as one line naming the option, before it reads the checkpoint."""
+    assert PARAMS_TEXT.count(old) == 1
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAMS_TEXT.replace(old, new))
+    with pytest.raises(ConfigError) as info:
+        settings.load_checked(path, REPO / settings.SCHEMA)
+    assert str(info.value).startswith(f"{path}:{line_of(old.strip())}: {key}: "), str(info.value)
+    probe = key.split(".")[1]
+    argv = ["probe", probe, "--ckpt", str(tmp_path / "missing.pt"), "--data", str(tmp_path), "--out",
+            str(tmp_path / "p.json"), flag, *(["1", bad] if probe == "noisy" else [bad]), "--quiet"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"textvae probe: error: {flag}: expected ") and "\n" not in err, err
+    assert not (tmp_path / "p.json").exists()

@@ -14,6 +14,7 @@ SEED_MAX = 2**64 - 1   # torch.manual_seed's range (a larger seed overflows insi
 # rule name -> (test, what a good value is, JSON-schema fragment)
 RULES: dict[str, tuple[Callable[[Any], bool], str, dict]] = {
     "pos_int": (lambda v: _is_int(v) and v >= 1, "a positive integer", {"type": "integer", "minimum": 1}),
+    "int_ge2": (lambda v: _is_int(v) and v >= 2, "an integer >= 2", {"type": "integer", "minimum": 2}),
     "nonneg_int": (lambda v: _is_int(v) and v >= 0, "an integer >= 0", {"type": "integer", "minimum": 0}),
     "seed": (lambda v: _is_int(v) and 0 <= v <= SEED_MAX, "an integer in [0, 2^64 - 1]",
              {"type": "integer", "minimum": 0, "maximum": SEED_MAX}),

@@ -3,11 +3,11 @@ set it (the global section, a dataset's, a method's within a dataset) and its co
 
 Derived from these declarations, nowhere written again:
 
-- the options of ``textvae train`` (:func:`add_options`) and ``textvae evaluate``, and the SPEC-choice options
-  of ``textvae probe`` (``--latent``, ``--swap-mode`` …) with their defaults;
+- the options of ``textvae train`` (:func:`add_options`) and ``textvae evaluate``, and the size and SPEC-choice
+  options of ``textvae probe`` (``--pairs``, ``--latent`` …, :func:`add_probe_options`) with their defaults;
 - the value checks of a job (:func:`textvae.training.trainer.check_run`) and of the pre-flight check of
   params.yaml (:func:`textvae.config.settings.check_params`): one rule per knob (:mod:`textvae.config.checks`);
-- the ``training``, ``train_overrides``, ``sizes``, ``spec_choices``, ``evaluation`` and ``seeds`` parts of
+- the ``training``, ``train_overrides``, ``sizes``, ``spec_choices``, ``evaluation``, ``probing`` and ``seeds`` parts of
   workflow/schemas/params.schema.yaml (:func:`schema_defs`, put in place when settings loads the schema).
 
 The training settings are :class:`TrainConfig`'s fields (their metadata is the declaration); the model sizes
@@ -41,13 +41,26 @@ class Knob:
     where: tuple[str, ...]       # the layers of params.yaml that may set it (GLOBAL, DATASET, METHOD)
     option: str | None           # the option of its command, without the dashes (None: no option)
     required: bool = False       # the schema requires it in its global section (sizes: in every dataset's)
+    many: str | None = None      # a list of values: "+" one or more, "*" any number (the rule holds for each)
 
     @property
     def flag(self) -> str:
         return "--" + (self.option or self.name).replace("_", "-")
 
     def problem(self, value: Any) -> str | None:
-        return None if self.rule is None or value is None else problem(self.rule, value)
+        if self.rule is None or value is None:
+            return None
+        if self.many:
+            if not isinstance(value, list) or (self.many == "+" and not value):
+                return f"expected a list of {'one or more' if self.many == '+' else 'any number of'} values, " \
+                       f"got {value!r}"
+            return next((problem(self.rule, v) for v in value if problem(self.rule, v)), None)
+        return problem(self.rule, value)
+
+    def schema(self) -> dict:
+        """The JSON-schema fragment of a value (a list: each item's)."""
+        one = rule_schema(self.rule)
+        return {"type": "array", "items": one, **({"minItems": 1} if self.many == "+" else {})} if self.many else one
 
     def coerce(self, value: Any) -> Any:
         """A params.yaml value as the option would give it (``warm_up: 2`` → 2.0)."""
@@ -64,6 +77,8 @@ class Knob:
         if self.kind is bool:
             parser.add_argument(self.flag, dest=dest, action=argparse.BooleanOptionalAction, default=default,
                                 help=text)
+        elif self.many:
+            parser.add_argument(self.flag, dest=dest, type=self.kind, nargs=self.many, default=default, help=text)
         elif isinstance(self.rule, tuple):
             parser.add_argument(self.flag, dest=dest, choices=list(self.rule), default=default, help=text)
         else:
@@ -197,6 +212,47 @@ PROBE_CHOICE_KNOBS: dict[str, tuple[str, Knob]] = {name: (probe, Knob(name, kind
      "SPEC §7.2: optimiser of the classifier on the frozen encoder mean"),
 )}
 
+# The size settings of the probes, probe -> {name: Knob}: `textvae probe PROBE --NAME`, and params.yaml's
+# probing.PROBE.NAME (globally or in a dataset's section); every probe also takes max_examples
+_PROBING = (GLOBAL, DATASET)
+
+
+def _probe_knobs(*rows: tuple) -> dict[str, Knob]:
+    rows += (("max_examples", int, None, "pos_int", "use only the first N examples of each split"),)
+    return {row[0]: Knob(*row[:5], "probing", _PROBING, row[0], many=row[5] if len(row) > 5 else None)
+            for row in rows}
+
+
+_MAX_LEN = ("max_len", int, 99, "pos_int", "maximum generated tokens")
+PROBE_KNOBS: dict[str, dict[str, Knob]] = {
+    "bleu": _probe_knobs(_MAX_LEN),
+    "smoothness": _probe_knobs(("pairs", int, 100_000, "pos_int", "random sentence pairs")),
+    "noisy": _probe_knobs(("swaps", int, [1, 2, 3, 4], "pos_int", "numbers of word swaps", "+")),
+    "interpolate": _probe_knobs(("pairs_interp", int, 10, "pos_int", "pairs per source"),
+                                ("points", int, 11, "int_ge2", "points per path incl. the endpoints"), _MAX_LEN),
+    "copy": _probe_knobs(("samples", int, 300, "pos_int", "prior samples"),
+                         ("max_len", int, 100, "pos_int", "maximum generated tokens (as [C])")),
+    "classify": _probe_knobs(
+        ("labels", int, [100, 500, 1000, 2000, 10000], "pos_int",
+         "label counts of the linear classifier (none: skip it)", "*"),
+        ("max_epochs", int, 100, "pos_int", "classifier epochs at most"),
+        ("clf_batch_size", int, 16, "pos_int", "classifier batch size (SPEC §7.2)"),
+        ("lr", float, None, "pos", "classifier learning rate (default 1.0 with sgd, 1e-3 with adam)"),
+        ("repeats", int, 3, "pos_int", "label subsets × classifier seeds, and GMM random states, behind each "
+         "standard error (the first is the reported SPEC number)")),
+}
+
+
+def add_probe_options(parser: argparse.ArgumentParser, probe: str) -> None:
+    """The size options of ``textvae probe PROBE`` (``--max-len`` …) and its SPEC-choice options (``--latent``
+    …), with their declared defaults."""
+    for k in PROBE_KNOBS[probe].values():
+        k.add_to(parser, k.default)
+    for p, k in PROBE_CHOICE_KNOBS.values():
+        if p == probe:
+            k.add_to(parser, k.default, dest=k.option)
+
+
 SEED_KNOB = TRAIN_KNOBS["seed"]
 
 
@@ -212,13 +268,6 @@ def section_knobs(section: str, layer: str = GLOBAL) -> dict[str, Knob]:
     return {k.name: k for k in every if k.section == section and layer in k.where}
 
 
-def add_probe_choices(parser: argparse.ArgumentParser, probe: str) -> None:
-    """The SPEC-choice options of ``textvae probe PROBE`` (``--latent`` …), their declared defaults."""
-    for p, k in PROBE_CHOICE_KNOBS.values():
-        if p == probe:
-            k.add_to(parser, k.default, dest=k.option)
-
-
 def add_options(parser: argparse.ArgumentParser, knobs: Iterable[Knob], defaults: bool = False) -> None:
     """The options of ``knobs`` (``defaults``: the declared default, else None = unset)."""
     for k in knobs:
@@ -232,7 +281,7 @@ def add_options(parser: argparse.ArgumentParser, knobs: Iterable[Knob], defaults
 
 def _object(knobs: dict[str, Knob], required: Iterable[str] = ()) -> dict:
     out = {"type": "object", "additionalProperties": False,
-           "properties": {name: rule_schema(k.rule) for name, k in knobs.items()}}
+           "properties": {name: k.schema() for name, k in knobs.items()}}
     if required:
         out["required"] = list(required)
     return out
@@ -254,4 +303,6 @@ def schema_defs() -> dict[str, dict]:
         "evaluation_global": _object(section_knobs("evaluation"),
                                      [k.name for k in EVAL_KNOBS.values() if k.required]),
         "seed": rule_schema(SEED_KNOB.rule),
+        "probing": {"type": "object", "additionalProperties": False,
+                    "properties": {probe: _object(knobs) for probe, knobs in PROBE_KNOBS.items()}},
     }

@@ -185,6 +185,16 @@ def knob_error(params: dict) -> tuple[tuple, str] | None:
             msg = allowed[key].problem(value)
             if msg:
                 return path + (key,), msg
+    probing = [(("probing",), params.get("probing"))] + [
+        (("datasets", ds, "probing"), (spec or {}).get("probing")) for ds, spec in (params.get("datasets") or {}).items()]
+    for path, section in probing:
+        for probe, values in (section or {}).items():
+            allowed = K.PROBE_KNOBS.get(probe, {})
+            for key, value in (values or {}).items():
+                msg = allowed[key].problem(value) if key in allowed else \
+                    f"not a setting of probe {probe} (choose from {', '.join(allowed)})"
+                if msg:
+                    return path + (probe, key), msg
     seed_lists = [(("seeds",), params.get("seeds"))] + [
         (("experiments", e, "seeds"), (spec or {}).get("seeds")) for e, spec in (params.get("experiments") or {}).items()]
     for path, seeds in seed_lists:

@@ -107,12 +107,29 @@ def _gdrive(file_id: str) -> str:
 _SOURCES = "shared/data/SOURCES.md"
 _DGVAES = f"{_SOURCES} (zhangjf-nlp/DG-VAEs copy of the authors' files)"
 
+def _split_files(folder: str, stem: str, train: Pin, valid: Pin, test: Pin) -> tuple[FileSpec, ...]:
+    """The train/valid/test files of an archive laid out as FOLDER/STEM.ROLE.txt (also found loose as
+    STEM.ROLE.txt in a local source), each with its pin."""
+    return tuple(FileSpec(role, (f"{folder}/{stem}.{role}.txt", f"{stem}.{role}.txt"), pin)
+                 for role, pin in (("train", train), ("valid", valid), ("test", test)))
+
+
+def _authors_archive(dataset: str, description: str, labelled: bool, drive_id: str, stem: str, *, train: Pin,
+                     valid: Pin, test: Pin, extra_files: tuple[FileSpec, ...] = (),
+                     substitutes: tuple[Substitute, ...] = ()) -> Variant:
+    """A dataset as the authors share it: one tarball on Google Drive holding STEM_data/STEM.ROLE.txt."""
+    return Variant(
+        dataset=dataset, name="authors", description=description, labelled=labelled, builder="files",
+        remotes=(Remote(f"{stem}_data.tgz", _gdrive(drive_id), "tar"),),
+        files=(*_split_files(f"{stem}_data", stem, train, valid, test), *extra_files),
+        substitutes=substitutes,
+    )
+
+
 _PTB = Variant(
-    dataset="ptb",
-    name="simple-examples",
+    dataset="ptb", name="simple-examples",
     description="Mikolov's preprocessed Penn Treebank from the simple-examples archive",
-    labelled=False,
-    builder="files",
+    labelled=False, builder="files",
     remotes=(
         Remote(
             "simple-examples.tgz",
@@ -123,40 +140,31 @@ _PTB = Variant(
         ),
     ),
     files=(
-        FileSpec("train", ("simple-examples/data/ptb.train.txt", "ptb.train.txt"),
-                 Pin(sha256="fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf", origin=_SOURCES)),
-        FileSpec("valid", ("simple-examples/data/ptb.valid.txt", "ptb.valid.txt"),
-                 Pin(sha256="c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2", origin=_SOURCES)),
-        FileSpec("test", ("simple-examples/data/ptb.test.txt", "ptb.test.txt"),
-                 Pin(sha256="dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0", origin=_SOURCES)),
+        *_split_files(
+            "simple-examples/data", "ptb",
+            train=Pin(sha256="fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf", origin=_SOURCES),
+            valid=Pin(sha256="c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2", origin=_SOURCES),
+            test=Pin(sha256="dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0", origin=_SOURCES),
+        ),
     ),
 )
 
-_YELP = Variant(
-    dataset="yelp",
-    name="authors",
-    description="the paper's short Yelp (100k/10k/10k labelled sentences) from the authors' archive",
-    labelled=True,
-    builder="files",
-    remotes=(Remote("short_yelp_data.tgz", _gdrive("18h8UYr801qr-USCYRzZySi_DSbUkHW71"), "tar"),),
-    files=(
-        FileSpec("train", ("short_yelp_data/short_yelp.train.txt", "short_yelp.train.txt"),
-                 Pin(git_blob="6c93efa5f9d0e3a1e71d12d0f393cbf321bfc3db", origin=_DGVAES)),
-        FileSpec("valid", ("short_yelp_data/short_yelp.valid.txt", "short_yelp.valid.txt"),
-                 Pin(sha256="34240114bd7b8b8b016c2ea033aaf7efefbc4e5be5aa7c53f95e03260c631521", origin=_DGVAES)),
-        FileSpec("test", ("short_yelp_data/short_yelp.test.txt", "short_yelp.test.txt"),
-                 Pin(sha256="56dc9c763128e315b167870ba6714c0f528b335855b7cc469ab3018457daddeb", origin=_DGVAES)),
-        *(
-            FileSpec(f"train.{n}", (f"short_yelp_data/short_yelp.train.{n}.txt", f"short_yelp.train.{n}.txt"),
-                     Pin(sha256=h, origin=_DGVAES), optional=True)
-            for n, h in (
-                (100, "eb17b8855e8307badf3f4a50b467268ae21c3ec471a9d2f7a152eceff5e7a91c"),
-                (500, "a11eb4bdea7bc5e58d1d316744c61d42da5a7467e4babef51c2cc5d839565a05"),
-                (1000, "ceba2d95fd4ea802d2b0f873d34aff5289a453e7c3ecd63669c7186d2a077fb6"),
-                (2000, "f91ae9deaffee1943c6308f9b723dab00bb87fa10c39a5fe7ec9fb9a1197716f"),
-                (10000, "db61555383043e4032443c9a04bffe2129c8e181f596e437c9c9b56292578c06"),
-            )
-        ),
+_YELP = _authors_archive(
+    "yelp", "the paper's short Yelp (100k/10k/10k labelled sentences) from the authors' archive", True,
+    "18h8UYr801qr-USCYRzZySi_DSbUkHW71", "short_yelp",
+    train=Pin(git_blob="6c93efa5f9d0e3a1e71d12d0f393cbf321bfc3db", origin=_DGVAES),
+    valid=Pin(sha256="34240114bd7b8b8b016c2ea033aaf7efefbc4e5be5aa7c53f95e03260c631521", origin=_DGVAES),
+    test=Pin(sha256="56dc9c763128e315b167870ba6714c0f528b335855b7cc469ab3018457daddeb", origin=_DGVAES),
+    extra_files=tuple(
+        FileSpec(f"train.{n}", (f"short_yelp_data/short_yelp.train.{n}.txt", f"short_yelp.train.{n}.txt"),
+                 Pin(sha256=h, origin=_DGVAES), optional=True)
+        for n, h in (
+            (100, "eb17b8855e8307badf3f4a50b467268ae21c3ec471a9d2f7a152eceff5e7a91c"),
+            (500, "a11eb4bdea7bc5e58d1d316744c61d42da5a7467e4babef51c2cc5d839565a05"),
+            (1000, "ceba2d95fd4ea802d2b0f873d34aff5289a453e7c3ecd63669c7186d2a077fb6"),
+            (2000, "f91ae9deaffee1943c6308f9b723dab00bb87fa10c39a5fe7ec9fb9a1197716f"),
+            (10000, "db61555383043e4032443c9a04bffe2129c8e181f596e437c9c9b56292578c06"),
+        )
     ),
     substitutes=(
         Substitute("train", "file", "train.10000",
@@ -166,11 +174,9 @@ _YELP = Variant(
 
 _SHEN = "raw.githubusercontent.com/shentianxiao/language-style-transfer/master/data/yelp"
 _YELP_SHEN = Variant(
-    dataset="yelp",
-    name="shen2017",
+    dataset="yelp", name="shen2017",
     description="seeded 100k/10k/10k downsample of Shen et al. (2017) Yelp (train/dev/test), label = file suffix",
-    labelled=True,
-    builder="shen_yelp",
+    labelled=True, builder="shen_yelp",
     remotes=tuple(
         Remote(f"sentiment.{split}.{lab}", f"https://{_SHEN}/sentiment.{split}.{lab}", "file")
         for split in ("train", "dev", "test") for lab in (0, 1)
@@ -190,21 +196,12 @@ _YELP_SHEN = Variant(
     sampled_subsets=True,
 )
 
-_SNLI = Variant(
-    dataset="snli",
-    name="authors",
-    description="the paper's downsampled SNLI (100k/10k/10k sentences) from the authors' archive",
-    labelled=False,
-    builder="files",
-    remotes=(Remote("snli_data.tgz", _gdrive("11NHEPxV7OrqmODozxQGezSU8093iUlUx"), "tar"),),
-    files=(
-        FileSpec("train", ("snli_data/snli.train.txt", "snli.train.txt"),
-                 Pin(git_blob="db0a08915e128d58cf5f9ed1bf36c72f978b16e1", origin=_DGVAES)),
-        FileSpec("valid", ("snli_data/snli.valid.txt", "snli.valid.txt"),
-                 Pin(sha256="8aee585ebefd01b449ce434f94374a3a0b45a77a6f6bb3eb2d0b0ced53735239", origin=_DGVAES)),
-        FileSpec("test", ("snli_data/snli.test.txt", "snli.test.txt"),
-                 Pin(sha256="94aceee0c5a7b26319250bdd6b2d9a27e75352f3f53ab5f6e1fa6a7592c9bd59", origin=_DGVAES)),
-    ),
+_SNLI = _authors_archive(
+    "snli", "the paper's downsampled SNLI (100k/10k/10k sentences) from the authors' archive", False,
+    "11NHEPxV7OrqmODozxQGezSU8093iUlUx", "snli",
+    train=Pin(git_blob="db0a08915e128d58cf5f9ed1bf36c72f978b16e1", origin=_DGVAES),
+    valid=Pin(sha256="8aee585ebefd01b449ce434f94374a3a0b45a77a6f6bb3eb2d0b0ced53735239", origin=_DGVAES),
+    test=Pin(sha256="94aceee0c5a7b26319250bdd6b2d9a27e75352f3f53ab5f6e1fa6a7592c9bd59", origin=_DGVAES),
     substitutes=(
         Substitute("train", "split", "valid", 8000,
                    text="seeded 8,000-sentence sample of snli.valid.txt (valid keeps the other 2,000; test unchanged)"),
@@ -212,12 +209,10 @@ _SNLI = Variant(
 )
 
 _SNLI_1_0 = Variant(
-    dataset="snli",
-    name="snli1.0",
+    dataset="snli", name="snli1.0",
     description="seeded 100k/10k/10k downsample of the distinct premise and hypothesis sentences of SNLI 1.0 "
     "(tokens of the binary parse, lower-cased)",
-    labelled=False,
-    builder="snli_jsonl",
+    labelled=False, builder="snli_jsonl",
     remotes=(
         Remote("snli_1.0.zip", "https://nlp.stanford.edu/projects/snli/snli_1.0.zip", "zip",
                Pin(md5="981c3df556bbaea3f17f752456d0088c", origin="md5 published by torchtext's SNLI loader")),
@@ -233,11 +228,9 @@ _SNLI_1_0 = Variant(
 _YAHOO_ORIGIN = (f"{_SOURCES} (fangleai/Implicit-LVM copy of the Yang et al. 2017 data; identity with the "
                  "authors' archive not confirmed)")
 _YAHOO = Variant(
-    dataset="yahoo",
-    name="authors",
+    dataset="yahoo", name="authors",
     description="Yahoo Answers subset of Yang et al. 2017 (100k/10k/10k documents) from the authors' archive",
-    labelled=False,
-    builder="files",
+    labelled=False, builder="files",
     remotes=(Remote("yahoo_data.tgz", _gdrive("13azGlTuGdzWLCmgDmQPmvb_jcexVWX7i"), "tar"),),
     files=(
         FileSpec("train", ("yahoo_data/yahoo.train.txt", "yahoo.train.txt", "train.txt"),

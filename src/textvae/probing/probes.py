@@ -33,7 +33,7 @@ import torch
 
 from textvae import DEFAULT_SEED
 from textvae.corpora.data import Vocab, read_corpus, split_path
-from textvae.config.knobs import add_probe_choices
+from textvae.config.knobs import PROBE_KNOBS, add_probe_options
 from textvae.core.errors import ConfigError, DataError
 from textvae.core.markdown import md_escape
 from textvae.evaluation.uncertainty import compact, mean_se, spread
@@ -124,8 +124,6 @@ def run_noisy(args) -> int:
     clean, _, clean_values = noisy_reconstruction(model, examples, 0, args.seed, args.swap_mode, device,
                                                   args.batch_size, True, per_sentence=True)
     for k in progress_bar(args.swaps, quiet=args.quiet, desc="swaps"):
-        if k < 0:
-            raise ConfigError(f"--swaps {k}: must be >= 0")
         rec, corrupted, values = noisy_reconstruction(model, examples, k, args.seed, args.swap_mode, device,
                                                       args.batch_size, args.quiet, per_sentence=True)
         results[str(k)] = rec
@@ -244,16 +242,27 @@ def _positive(text: str) -> int:
     return v
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, probe: str) -> None:
     p.add_argument("--ckpt", required=True, help="VAE checkpoint (best.pt)")
     p.add_argument("--data", required=True, help="prepared data directory data/DATASET (or a corpus file)")
     p.add_argument("--out", required=True, help="output JSON (a markdown file with examples goes next to it)")
     p.add_argument("--split", default="test", help="split to probe (default test)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
-    p.add_argument("--max-examples", type=_positive, default=None, help="use only the first N examples of each split")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda (default auto)")
     p.add_argument("--batch-size", type=_positive, default=256, help="encoding / decoding batch size (results unchanged)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_probe_options(p, probe)   # the declared settings (textvae.config.knobs.PROBE_KNOBS) and SPEC choices
+
+
+def _checked(probe: str, run):
+    """``run`` after the declared rule of each of the probe's settings (one line naming the option)."""
+    def checked(args) -> int:
+        for k in PROBE_KNOBS[probe].values():
+            msg = k.problem(getattr(args, k.name))
+            if msg:
+                raise ConfigError(f"{k.flag}: {msg}")
+        return run(args)
+    return checked
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -263,49 +272,24 @@ def register(subparsers) -> argparse.ArgumentParser:
     sub = probe.add_subparsers(dest="probe_command", metavar="PROBE")
     sub.required = True
 
-    p = sub.add_parser("bleu", help="reconstruction BLEU (Table 4)")
-    _common(p)
-    p.add_argument("--max-len", type=_positive, default=99, help="maximum generated tokens (default 99)")
-    add_probe_choices(p, "bleu")
+    def add(name: str, help: str, run) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        _common(p, name)
+        p.set_defaults(func=_checked(name, run))
+        return p
+
+    p = add("bleu", "reconstruction BLEU (Table 4)", run_bleu)
     p.add_argument("--examples", type=int, default=20, help="examples written to JSON/markdown")
-    p.set_defaults(func=run_bleu)
-
-    p = sub.add_parser("smoothness", help="PCC of latent L2 vs word edit distance (Table 5)")
-    _common(p)
-    p.add_argument("--pairs", type=_positive, default=100_000, help="random sentence pairs (default 100000)")
-    add_probe_choices(p, "smoothness")
-    p.set_defaults(func=run_smoothness)
-
-    p = sub.add_parser("noisy", help="noisy reconstruction loss after k word swaps (Table 6)")
-    _common(p)
-    p.add_argument("--swaps", type=int, nargs="+", default=[1, 2, 3, 4], help="numbers of swaps (default 1 2 3 4)")
-    add_probe_choices(p, "noisy")
+    add("smoothness", "PCC of latent L2 vs word edit distance (Table 5)", run_smoothness)
+    p = add("noisy", "noisy reconstruction loss after k word swaps (Table 6)", run_noisy)
     p.add_argument("--examples", type=int, default=5, help="corrupted examples written to markdown")
-    p.set_defaults(func=run_noisy)
-
-    p = sub.add_parser("interpolate", help="interpolation between prior / posterior samples (Tables 7, 12, 13)")
-    _common(p)
-    p.add_argument("--pairs-interp", type=_positive, default=10, help="pairs per source (default 10)")
-    p.add_argument("--points", type=int, default=11, help="points per path incl. endpoints (default 11)")
-    p.add_argument("--max-len", type=_positive, default=99, help="maximum generated tokens (default 99)")
+    p = add("interpolate", "interpolation between prior / posterior samples (Tables 7, 12, 13)", run_interpolate)
     p.add_argument("--source", nargs="+", choices=("prior", "posterior"), default=["prior", "posterior"])
-    p.set_defaults(func=run_interpolate)
-
-    p = sub.add_parser("copy", help="copying check: prior samples vs nearest training sentence (App. B)")
-    _common(p)
-    p.add_argument("--samples", type=_positive, default=300, help="prior samples (default 300)")
-    add_probe_choices(p, "copy")
-    p.add_argument("--max-len", type=_positive, default=100, help="maximum generated tokens (default 100, as [C])")
+    p = add("copy", "copying check: prior samples vs nearest training sentence (App. B)", run_copy)
     p.add_argument("--train", default=None, help="training corpus (default DATA/train.txt)")
     p.add_argument("--workers", type=int, default=-1, help="rapidfuzz threads (-1 = all cores)")
     p.add_argument("--examples", type=int, default=10, help="samples written to markdown")
-    p.set_defaults(func=run_copy)
-
-    p = sub.add_parser("classify", help="GMM / linear classification on encoder means (Table 8)")
-    _common(p)
-    p.add_argument("--labels", type=_positive, nargs="*", default=[100, 500, 1000, 2000, 10000],
-                   help="label counts for the linear classifier (default 100 500 1000 2000 10000; none = skip)")
-    add_probe_choices(p, "classify")   # --gmm-components, --gmm-rule, --label-sampling, --optimizer
+    p = add("classify", "GMM / linear classification on encoder means (Table 8)", run_classify)
     p.add_argument("--gmm-fit", default=None,
                    help="labelled file whose means fit the GMM (default DATA/train.txt; if missing, the largest "
                         "DATA/train.N.txt, with a warning)")
@@ -315,13 +299,6 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--subset-seed", type=int, default=DEFAULT_SEED, help=f"numpy seed of the subsets ({DEFAULT_SEED})")
     p.add_argument("--train-labelled", nargs="+", default=None, metavar="PATH",
                    help="explicit labelled training files (one classifier each, keyed by size)")
-    p.add_argument("--lr", type=float, default=None, help="default 1.0 (sgd) / 1e-3 (adam)")
-    p.add_argument("--max-epochs", type=_positive, default=100)
-    p.add_argument("--clf-batch-size", type=_positive, default=16)
-    p.add_argument("--repeats", type=_positive, default=3,
-                   help="label subsets × classifier seeds, and GMM random states, behind each standard error "
-                        "(default 3; the first is the reported SPEC number)")
     p.add_argument("--n-logits", type=_positive, default=10,
                    help="classifier outputs (default 10 as [C]; at least the number of classes)")
-    p.set_defaults(func=run_classify)
     return probe

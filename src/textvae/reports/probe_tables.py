@@ -2,6 +2,7 @@
 (over seeds, or the run's own standard error for one seed: :class:`textvae.reports.formatting.Stat`)."""
 from __future__ import annotations
 
+from textvae.config.knobs import PROBE_KNOBS
 from textvae.core.markdown import md_escape
 from textvae.reports.formatting import DATASET_NAMES, md_table, reference, row_label
 
@@ -39,7 +40,8 @@ def smoothness_table(rep, table: str) -> str:
 
 def noisy_table(rep, table: str) -> str:
     def columns(sec):
-        swaps = [str(k) for k in (rep.plan.section("probing", sec.dataset).get("noisy") or {}).get("swaps", [1, 2, 3, 4])]
+        noisy = rep.plan.section("probing", sec.dataset).get("noisy") or {}
+        swaps = [str(k) for k in noisy.get("swaps", PROBE_KNOBS["noisy"]["swaps"].default)]
         return [(f"{k} swap{'s' if k != '1' else ''}", ("noisy_rec", k), lambda pr, k=k: pr.get(k), 2)
                 for k in swaps]
     return _columns_table(rep, table, "noisy", columns)
