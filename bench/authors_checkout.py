@@ -225,6 +225,32 @@ def authors_setup(A, args, with_optim: bool = True) -> dict:
     return st
 
 
+def authors_fb_loss(vae, batch, args, kl_weight: float, dim_target_kl: float):
+    """The loss of one batch as text_anneal_fb.py's training loop computes it for each ``--fb`` mode (lines
+    318-338): (loss, loss_rc, loss_kl, kl_mask); kl_mask is None without free bits, and with ``--fb 2`` loss_kl
+    is per dimension, as theirs."""
+    kl_mask = None
+    if args.fb == 0:
+        loss, loss_rc, loss_kl = vae.loss(batch, kl_weight, nsamples=args.nsamples)
+    elif args.fb == 1:
+        loss, loss_rc, loss_kl = vae.loss(batch, kl_weight, nsamples=args.nsamples)
+        kl_mask = (loss_kl > args.target_kl).float()
+        loss = loss_rc + kl_mask * kl_weight * loss_kl
+    elif args.fb == 2:
+        mu, logvar = vae.encoder(batch)
+        z = vae.encoder.reparameterize(mu, logvar, args.nsamples)
+        loss_kl = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1)
+        kl_mask = (loss_kl > dim_target_kl).float()
+        fake_loss_kl = (kl_mask * loss_kl).sum(dim=1)
+        loss_rc = vae.decoder.reconstruct_error(batch, z).mean(dim=1)
+        loss = loss_rc + kl_weight * fake_loss_kl
+    elif args.fb == 3:
+        loss, loss_rc, loss_kl = vae.loss(batch, kl_weight, nsamples=args.nsamples)
+        kl_mask = (loss_kl.mean() > args.target_kl).float()
+        loss = loss_rc + kl_mask * kl_weight * loss_kl
+    return loss, loss_rc, loss_kl, kl_mask
+
+
 def authors_train_step(A, args, st: dict, i: int) -> None:
     """One iteration of the training loop of text_anneal_fb.py main(), lines 299-360, statement for
     statement (the loop variables live in ``st``; ``i`` is the batch index their permutation would give)."""
@@ -244,24 +270,7 @@ def authors_train_step(A, args, st: dict, i: int) -> None:
     enc_optimizer.zero_grad()
     dec_optimizer.zero_grad()
 
-    if args.fb == 0:
-        loss, loss_rc, loss_kl = vae.loss(batch_data, kl_weight, nsamples=args.nsamples)
-    elif args.fb == 1:
-        loss, loss_rc, loss_kl = vae.loss(batch_data, kl_weight, nsamples=args.nsamples)
-        kl_mask = (loss_kl > args.target_kl).float()
-        loss = loss_rc + kl_mask * kl_weight * loss_kl
-    elif args.fb == 2:
-        mu, logvar = vae.encoder(batch_data)
-        z = vae.encoder.reparameterize(mu, logvar, args.nsamples)
-        loss_kl = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1)
-        kl_mask = (loss_kl > st["dim_target_kl"]).float()
-        fake_loss_kl = (kl_mask * loss_kl).sum(dim=1)
-        loss_rc = vae.decoder.reconstruct_error(batch_data, z).mean(dim=1)
-        loss = loss_rc + kl_weight * fake_loss_kl
-    elif args.fb == 3:
-        loss, loss_rc, loss_kl = vae.loss(batch_data, kl_weight, nsamples=args.nsamples)
-        kl_mask = (loss_kl.mean() > args.target_kl).float()
-        loss = loss_rc + kl_mask * kl_weight * loss_kl
+    loss, loss_rc, loss_kl, _ = authors_fb_loss(vae, batch_data, args, kl_weight, st["dim_target_kl"])
 
     loss = loss.mean(dim=-1)
 

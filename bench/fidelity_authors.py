@@ -23,7 +23,8 @@ import torch
 from torch import optim
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from authors_checkout import AUTHORS_TO_TEXTVAE, AUTHORS_UNMAPPED, import_authors  # noqa: E402
+from authors_checkout import (AUTHORS_TO_TEXTVAE, AUTHORS_UNMAPPED, authors_fb_loss,  # noqa: E402
+                              import_authors)
 from fidelity_replay import (SCENARIOS, SIZES, EpsFeed, lr_of, recipe_state, reseed,  # noqa: E402
                              seed_train, seed_val)
 
@@ -146,29 +147,10 @@ def step_anneal_fb(T, args, st, batch, rec_list) -> None:
     st["kl_weight"] = kl_weight = min(1.0, st["kl_weight"] + st["anneal_rate"])
     enc_opt.zero_grad()
     dec_opt.zero_grad()
-    mask = None
-    if args.fb == 0:
-        loss, loss_rc, loss_kl = vae.loss(batch, kl_weight, nsamples=args.nsamples)
-    elif args.fb == 1:
-        loss, loss_rc, loss_kl = vae.loss(batch, kl_weight, nsamples=args.nsamples)
-        kl_mask = (loss_kl > args.target_kl).float()
-        loss = loss_rc + kl_mask * kl_weight * loss_kl
-        mask = int(kl_mask.sum())
-    elif args.fb == 2:
-        mu, logvar = vae.encoder(batch)
-        z = vae.encoder.reparameterize(mu, logvar, args.nsamples)
-        loss_kl = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1)
-        kl_mask = (loss_kl > st["dim_target_kl"]).float()
-        fake_loss_kl = (kl_mask * loss_kl).sum(dim=1)
-        loss_rc = vae.decoder.reconstruct_error(batch, z).mean(dim=1)
-        loss = loss_rc + kl_weight * fake_loss_kl
-        mask = int(kl_mask.sum())
+    loss, loss_rc, loss_kl, kl_mask = authors_fb_loss(vae, batch, args, kl_weight, st["dim_target_kl"])
+    mask = None if kl_mask is None else int(kl_mask.sum())   # examples (fb 1), dimensions (fb 2), 0/1 (fb 3)
+    if args.fb == 2:
         loss_kl = loss_kl.sum(dim=1)             # (their report sums it over everything: the same total)
-    elif args.fb == 3:
-        loss, loss_rc, loss_kl = vae.loss(batch, kl_weight, nsamples=args.nsamples)
-        kl_mask = (loss_kl.mean() > args.target_kl).float()
-        loss = loss_rc + kl_mask * kl_weight * loss_kl
-        mask = int(kl_mask)
     loss = loss.mean(dim=-1)
     loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(vae.parameters(), T.clip_grad)
