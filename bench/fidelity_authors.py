@@ -141,6 +141,16 @@ def setup(mod, D, M, U, name: str, data: Path, work: Path) -> dict:
             "template": template, "itos": [vocab.id2word(i) for i in range(len(vocab))]}
 
 
+def _vae_update(st, loss, loss_rc, loss_kl, kl_weight, batch, mask, clip, rec_list) -> None:
+    """The end of both VAE loops' iteration: the batch mean, backward, clipping, both optimisers' steps; recorded."""
+    loss = loss.mean(dim=-1)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(st["model"].parameters(), clip)
+    for opt in st["opts"]:
+        opt.step()
+    rec_list.append(_rec(loss, loss_rc, loss_kl, kl_weight, st, batch, mask, norm, clip))
+
+
 def step_anneal_fb(T, args, st, batch, rec_list) -> None:
     """text_anneal_fb.py lines 306-344 (the loop body without its report bookkeeping)."""
     vae, (enc_opt, dec_opt) = st["model"], st["opts"]
@@ -151,12 +161,7 @@ def step_anneal_fb(T, args, st, batch, rec_list) -> None:
     mask = None if kl_mask is None else int(kl_mask.sum())   # examples (fb 1), dimensions (fb 2), 0/1 (fb 3)
     if args.fb == 2:
         loss_kl = loss_kl.sum(dim=1)             # (their report sums it over everything: the same total)
-    loss = loss.mean(dim=-1)
-    loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(vae.parameters(), T.clip_grad)
-    enc_opt.step()
-    dec_opt.step()
-    rec_list.append(_rec(loss, loss_rc, loss_kl, kl_weight, st, batch, mask, norm, T.clip_grad))
+    _vae_update(st, loss, loss_rc, loss_kl, kl_weight, batch, mask, T.clip_grad, rec_list)
 
 
 def step_beta(B, args, st, batch, rec_list) -> None:
@@ -169,12 +174,7 @@ def step_beta(B, args, st, batch, rec_list) -> None:
         loss, loss_rc, loss_kl = vae.loss(batch, kl_weight, nsamples=args.nsamples)
     else:
         loss, loss_rc, loss_kl = vae.loss_iw(batch, kl_weight, nsamples=args.iw_train_nsamples, ns=B.ns)
-    loss = loss.mean(dim=-1)
-    loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(vae.parameters(), B.clip_grad)
-    enc_opt.step()
-    dec_opt.step()
-    rec_list.append(_rec(loss, loss_rc, loss_kl, kl_weight, st, batch, None, norm, B.clip_grad))
+    _vae_update(st, loss, loss_rc, loss_kl, kl_weight, batch, None, B.clip_grad, rec_list)
 
 
 def step_lm(L, args, st, batch, rec_list) -> None:
