@@ -29,6 +29,11 @@ from fidelity_replay import (AGGRESSIVE_TRAIN_LINES, SCENARIOS, TRAIN_LINES, agr
 
 FIXTURE = REPO / "tests" / "data" / "fidelity_authors.json"
 CI_TOL = {"loss": 1e-4, "rec": 1e-4, "kl": 2e-4, "gnorm": 1e-3, "val": 1e-4, "weight": 2e-3}
+# The epoch-level loop runs 270 steps (three epochs, two lr decays): float rounding that differs between CPUs
+# grows along it. On a 2-core AMD EPYC with AVX-512 (2026-12-04) its KL drifted to 6.8e-4 relative by step 158
+# (KL 0.041 against 0.041; loss within 2.4e-5), against ≤ 2e-5 on the machine that recorded the fixture; its
+# planted bug (an lr decay without reloading the best checkpoint) moves the KL by far more than 2e-3.
+SCENARIO_TOL = {"loop": {**CI_TOL, "kl": 2e-3}}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +63,7 @@ def test_training_steps_match_the_authors(name, recorded, subsets, tmp_path):
     data = subsets["agg" if SCENARIOS[name].get("train_lines") else "main"]
     ours = replay(name, data, tmp_path, aggressive_ids=au["aggressive_ids"])
     c = compare(au, ours)
-    problems = agrees(c, CI_TOL)
+    problems = agrees(c, SCENARIO_TOL.get(name, CI_TOL))
     assert not problems, f"{name}: {problems}; first steps past tolerance: " + str(
         {k: v for k, v in c.items() if k.startswith("first_step")})
 
