@@ -41,6 +41,11 @@ BUGS = {
                        "        self.model.train()\n        m = self.method\n", "validation in train mode (dropout on)"),
     "no_decoder_reset": ("training/trainer.py", "            self.model.reset_decoder()", "            pass",
                          "the decoder reset skipped"),
+    "linear_no_reload": ("probing/classifiers.py", "                clf.load_state_dict(best_state)\n", "",
+                         "the linear probe's lr decay without reloading the best classifier"),
+    "linear_patience_5": ("probing/classifiers.py", "max_epochs: int = 100, patience: int = 2,",
+                          "max_epochs: int = 100, patience: int = 5,",
+                          "the linear probe decays after 5 rises (the VAE's patience) instead of 2"),
 }
 
 

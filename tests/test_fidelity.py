@@ -109,6 +109,45 @@ def test_bench_against_the_authors_code(shared_data, tmp_path):
     assert "## Other\n\nkept" in md.read_text()
 
 
+LINEAR_FIXTURE = REPO / "tests" / "data" / "fidelity_linear.json"
+LINEAR_TOL = {"loss": 1e-5, "val": 1e-5, "weight": 1e-4}   # measured: ≤ 2.4e-7, ≤ 8.4e-8 and 0 (docs/fidelity.md)
+
+
+def test_linear_probe_matches_the_authors(tmp_path):
+    """textvae's linear probe (train_linear, 10 logits) replayed on the batches the authors' text_ss_ft.py drew,
+    from the same initial weights, against what their code computed (tests/data/fidelity_linear.json, recorded by
+    ``python bench/fidelity_linear.py --fixture``): every step's loss, every epoch's validation CE, accuracy, lr
+    and decay, the test accuracy of the selected classifier and its weights."""
+    import torch
+
+    from fidelity_linear import linear_data
+    from textvae.probing.classifiers import train_linear
+    rec = json.loads(LINEAR_FIXTURE.read_text())
+    assert rec["meta"]["authors_commit"].startswith("bd4affa")
+    d = linear_data(tmp_path)
+    tr, va, te = d["train"], d["val"], d["test"]
+
+    def order(epoch):
+        assert epoch < len(rec["orders"]), f"textvae trains an epoch {epoch + 1}; the authors stopped after {epoch}"
+        return [rec["batches"][k] for k in rec["orders"][epoch]]
+
+    trace: dict = {}
+    res = train_linear(tr["x"], tr["y"], va["x"], va["y"], te["x"], te["y"], n_logits=rec["meta"]["n_logits"],
+                       train_lengths=list(tr["lengths"]), seed=rec["meta"]["seed"], batch_order=order, trace=trace)
+    for k, v in rec["init"].items():
+        assert torch.equal(trace["init"][k], torch.tensor(v)), f"textvae's initial {k} moved: the fixture's premise"
+    assert len(trace["steps"]) == len(rec["steps"])
+    worst = max(abs(a - b) for a, b in zip(rec["steps"], trace["steps"]))
+    assert worst <= LINEAR_TOL["loss"], f"step loss differs by {worst:.3g}"
+    assert len(trace["epochs"]) == len(rec["epochs"])
+    for i, (a, b) in enumerate(zip(rec["epochs"], trace["epochs"])):
+        assert abs(a["val_loss"] - b["val_loss"]) <= LINEAR_TOL["val"], (i, a, b)
+        assert (a["lr"], a["decay"]) == (b["lr"], b["decay"]) and a["val_acc"] == pytest.approx(b["val_acc"]), (i, a, b)
+    assert res["test_accuracy"] == pytest.approx(rec["test_accuracy"], abs=1e-9)
+    for k, v in rec["final"].items():
+        assert float((trace["final"][k] - torch.tensor(v)).abs().max()) <= LINEAR_TOL["weight"], k
+
+
 def test_default_iwae_bound_with_equal_weights_is_one_sample_bound(monkeypatch):
     """textvae's own (SPEC) IW bound, which the replays above do not run (they use the authors' form): with all K
     samples at μ every importance weight is the same w, so −(logsumexp_k log w − log K) must equal −log w exactly

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy as _copy
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -237,24 +237,32 @@ def length_buckets(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
 def train_linear(train_x, train_y, valid_x, valid_y, test_x, test_y, *, n_logits: int | None = None,
                  train_lengths: Sequence[int] | None = None, seed: int = DEFAULT_SEED, batch_size: int = 16,
                  optimizer: str = "sgd", lr: float | None = None, max_epochs: int = 100, patience: int = 2,
-                 max_decays: int = 5, clip: float = 5.0, quiet: bool = True, desc: str = "linear") -> dict:
+                 max_decays: int = 5, clip: float = 5.0, quiet: bool = True, desc: str = "linear",
+                 batch_order: Callable[[int], Sequence[Sequence[int]]] | None = None,
+                 trace: dict | None = None) -> dict:
     """Linear classifier ``A·μ + b`` on frozen features (SPEC §7.2): CE, batches of ``batch_size``
     (length-bucketed when ``train_lengths`` are given), grad-norm clip, SGD (lr 1.0) or Adam (1e-3), lr ×0.5
     after ``patience`` epochs with validation CE above the reference (reload best), stop after ``max_decays``
-    decays or ``max_epochs``; selection by validation CE on the full validation set. Accuracies in %."""
+    decays or ``max_epochs``; selection by validation CE on the full validation set. Accuracies in %.
+
+    For fidelity checks (bench/fidelity_linear.py): ``batch_order(epoch)`` gives the index batches of an epoch
+    in the order to train on (instead of the buckets in a permutation drawn from ``RandomState(seed)``);
+    ``trace``, a dict, receives the initial and final weights (``init``, ``final``), every step's loss
+    (``steps``) and every epoch's validation CE and accuracy, lr and decay (``epochs``)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: intra-op threads only add overhead (and stall on a busy machine)
     try:
         return _train_linear(train_x, train_y, valid_x, valid_y, test_x, test_y, n_logits=n_logits,
                              train_lengths=train_lengths, seed=seed, batch_size=batch_size, optimizer=optimizer,
                              lr=lr, max_epochs=max_epochs, patience=patience, max_decays=max_decays, clip=clip,
-                             quiet=quiet, desc=desc)
+                             quiet=quiet, desc=desc, batch_order=batch_order, trace=trace)
     finally:
         torch.set_num_threads(threads)
 
 
 def _train_linear(train_x, train_y, valid_x, valid_y, test_x, test_y, *, n_logits, train_lengths, seed,
-                  batch_size, optimizer, lr, max_epochs, patience, max_decays, clip, quiet, desc) -> dict:
+                  batch_size, optimizer, lr, max_epochs, patience, max_decays, clip, quiet, desc, batch_order,
+                  trace) -> dict:
     tx = torch.as_tensor(np.asarray(train_x), dtype=torch.float32)
     ty = torch.as_tensor(np.asarray(train_y), dtype=torch.long)
     vx = torch.as_tensor(np.asarray(valid_x), dtype=torch.float32)
@@ -292,16 +300,24 @@ def _train_linear(train_x, train_y, valid_x, valid_y, test_x, test_y, *, n_logit
     best_loss, best_state, best_epoch = float("inf"), _copy.deepcopy(clf.state_dict()), -1
     ref, bad, decays, epoch = 1e4, 0, 0, 0
     bar = progress_bar(range(max_epochs), quiet=quiet, desc=desc, leave=False)
+    if trace is not None:
+        trace.update(init=_copy.deepcopy(clf.state_dict()), steps=[], epochs=[])
     for epoch in bar:
-        for k in rng.permutation(len(batches_t)):
-            b = batches_t[k]
+        if batch_order is None:
+            order = [batches_t[k] for k in rng.permutation(len(batches_t))]
+        else:
+            order = [torch.as_tensor(np.asarray(b), dtype=torch.long) for b in batch_order(epoch)]
+        for b in order:
             loss = F.cross_entropy(clf(tx[b]), ty[b])
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(clf.parameters(), clip)
             opt.step()
-        val_loss, _ = evaluate(vx, vy)
+            if trace is not None:
+                trace["steps"].append(loss.item())
+        val_loss, val_acc = evaluate(vx, vy)
         bar.set_postfix(val_ce=f"{val_loss:.4f}", lr=f"{lr:g}")
+        epoch_lr, decayed = lr, False
         if val_loss < best_loss:
             best_loss, best_state, best_epoch = val_loss, _copy.deepcopy(clf.state_dict()), epoch
         if val_loss > ref:
@@ -310,13 +326,17 @@ def _train_linear(train_x, train_y, valid_x, valid_y, test_x, test_y, *, n_logit
                 lr *= 0.5
                 clf.load_state_dict(best_state)
                 opt = make_opt(lr)
-                ref, bad, decays = val_loss, 0, decays + 1
+                ref, bad, decays, decayed = val_loss, 0, decays + 1, True
         else:
             bad, ref = 0, val_loss
+        if trace is not None:
+            trace["epochs"].append({"val_loss": val_loss, "val_acc": val_acc, "lr": epoch_lr, "decay": decayed})
         if decays >= max_decays:
             break
     bar.close()
     clf.load_state_dict(best_state)
+    if trace is not None:
+        trace["final"] = _copy.deepcopy(clf.state_dict())
     val_loss, val_acc = evaluate(vx, vy)
     test_loss, test_acc = evaluate(sx, sy)
     return {"test_accuracy": test_acc, "valid_accuracy": val_acc, "valid_ce": val_loss, "test_ce": test_loss,
