@@ -253,7 +253,10 @@ def test_regenerate_demo_rewrites_the_readme_tables_in_place(tmp_path):
     regen = _regenerate_demo()
     text = "intro\n\n| Claim | x |\n|---|---|\n| old | 1 |\n| older | 2 |\n\nafter\n| Method | y |\n|---|---|\n"
     new = "| Claim | x |\n|---|---|\n| new | 3 |\n"
-    assert regen.replace_table(text, "Claim", new) == "intro\n\n" + new + "\nafter\n| Method | y |\n|---|---|\n"
+    assert regen.replace_table(text, "Claim", new=new) == "intro\n\n" + new + "\nafter\n| Method | y |\n|---|---|\n"
+    # the header found whatever its padding (a column widens when its numbers do)
+    wide = "| Method        |    PPL |\n|---|---|\n| a | 1 |\n"
+    assert regen.replace_table("x\n" + wide, "Method", "PPL", new="| Method | PPL |\n") == "x\n| Method | PPL |\n"
     assert regen.claims_command() == ["claims", "demo", "demo_seeds", "demo_corpus2", "demo_early", "--labels",
                                       "demo", "3 seeds", "corpus 2", "label early"]
     for exp in ("demo", "demo_early"):

@@ -38,10 +38,12 @@ def table_output(args: list[str]) -> str:
                           capture_output=True, text=True).stdout
 
 
-def replace_table(text: str, first_cell: str, new: str) -> str:
-    """``text`` with its markdown table whose header starts with ``| first_cell`` replaced by ``new``."""
+def replace_table(text: str, *cells: str, new: str) -> str:
+    """``text`` with its markdown table whose header's first cells are ``cells`` (padding ignored) replaced by
+    ``new``."""
     lines = text.splitlines(keepends=True)
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_cell} "))
+    start = next(i for i, line in enumerate(lines)
+                 if [c.strip() for c in line.split("|")[1:len(cells) + 1]] == list(cells) and line.startswith("|"))
     end = start
     while end < len(lines) and lines[end].startswith("|"):
         end += 1
@@ -51,8 +53,8 @@ def replace_table(text: str, first_cell: str, new: str) -> str:
 def update_readme() -> None:
     readme = ROOT / "README.md"
     text = readme.read_text(encoding="utf-8")
-    text = replace_table(text, "Claim", table_output(claims_command(committed())))
-    text = replace_table(text, "Method       |   PPL", table_output(["summary", "demo"]))
+    text = replace_table(text, "Claim", new=table_output(claims_command(committed())))
+    text = replace_table(text, "Method", "PPL", new=table_output(["summary", "demo"]))
     readme.write_text(text, encoding="utf-8")
 
 
