@@ -114,14 +114,29 @@ def _split_files(folder: str, stem: str, train: Pin, valid: Pin, test: Pin) -> t
                  for role, pin in (("train", train), ("valid", valid), ("test", test)))
 
 
-def _authors_archive(dataset: str, description: str, labelled: bool, drive_id: str, stem: str, *, train: Pin,
-                     valid: Pin, test: Pin, extra_files: tuple[FileSpec, ...] = (),
-                     substitutes: tuple[Substitute, ...] = ()) -> Variant:
-    """A dataset as the authors share it: one tarball on Google Drive holding STEM_data/STEM.ROLE.txt."""
+#: the pins of the authors' archives' train, valid and test files, by stem (a git blob id where ../shared lacks the file)
+_AUTHORS_PINS = {
+    "short_yelp": (
+        Pin(git_blob="6c93efa5f9d0e3a1e71d12d0f393cbf321bfc3db", origin=_DGVAES),
+        Pin(sha256="34240114bd7b8b8b016c2ea033aaf7efefbc4e5be5aa7c53f95e03260c631521", origin=_DGVAES),
+        Pin(sha256="56dc9c763128e315b167870ba6714c0f528b335855b7cc469ab3018457daddeb", origin=_DGVAES),
+    ),
+    "snli": (
+        Pin(git_blob="db0a08915e128d58cf5f9ed1bf36c72f978b16e1", origin=_DGVAES),
+        Pin(sha256="8aee585ebefd01b449ce434f94374a3a0b45a77a6f6bb3eb2d0b0ced53735239", origin=_DGVAES),
+        Pin(sha256="94aceee0c5a7b26319250bdd6b2d9a27e75352f3f53ab5f6e1fa6a7592c9bd59", origin=_DGVAES),
+    ),
+}
+
+
+def _authors_archive(dataset: str, description: str, labelled: bool, drive_id: str, stem: str, *,
+                     extra_files: tuple[FileSpec, ...] = (), substitutes: tuple[Substitute, ...] = ()) -> Variant:
+    """A dataset as the authors share it: one tarball on Google Drive holding STEM_data/STEM.ROLE.txt (their
+    pins in _AUTHORS_PINS)."""
     return Variant(
         dataset=dataset, name="authors", description=description, labelled=labelled, builder="files",
         remotes=(Remote(f"{stem}_data.tgz", _gdrive(drive_id), "tar"),),
-        files=(*_split_files(f"{stem}_data", stem, train, valid, test), *extra_files),
+        files=(*_split_files(f"{stem}_data", stem, *_AUTHORS_PINS[stem]), *extra_files),
         substitutes=substitutes,
     )
 
@@ -152,9 +167,6 @@ _PTB = Variant(
 _YELP = _authors_archive(
     "yelp", "the paper's short Yelp (100k/10k/10k labelled sentences) from the authors' archive", True,
     "18h8UYr801qr-USCYRzZySi_DSbUkHW71", "short_yelp",
-    train=Pin(git_blob="6c93efa5f9d0e3a1e71d12d0f393cbf321bfc3db", origin=_DGVAES),
-    valid=Pin(sha256="34240114bd7b8b8b016c2ea033aaf7efefbc4e5be5aa7c53f95e03260c631521", origin=_DGVAES),
-    test=Pin(sha256="56dc9c763128e315b167870ba6714c0f528b335855b7cc469ab3018457daddeb", origin=_DGVAES),
     extra_files=tuple(
         FileSpec(f"train.{n}", (f"short_yelp_data/short_yelp.train.{n}.txt", f"short_yelp.train.{n}.txt"),
                  Pin(sha256=h, origin=_DGVAES), optional=True)
@@ -199,9 +211,6 @@ _YELP_SHEN = Variant(
 _SNLI = _authors_archive(
     "snli", "the paper's downsampled SNLI (100k/10k/10k sentences) from the authors' archive", False,
     "11NHEPxV7OrqmODozxQGezSU8093iUlUx", "snli",
-    train=Pin(git_blob="db0a08915e128d58cf5f9ed1bf36c72f978b16e1", origin=_DGVAES),
-    valid=Pin(sha256="8aee585ebefd01b449ce434f94374a3a0b45a77a6f6bb3eb2d0b0ced53735239", origin=_DGVAES),
-    test=Pin(sha256="94aceee0c5a7b26319250bdd6b2d9a27e75352f3f53ab5f6e1fa6a7592c9bd59", origin=_DGVAES),
     substitutes=(
         Substitute("train", "split", "valid", 8000,
                    text="seeded 8,000-sentence sample of snli.valid.txt (valid keeps the other 2,000; test unchanged)"),
