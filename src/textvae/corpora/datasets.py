@@ -114,7 +114,7 @@ def _split_files(folder: str, stem: str, train: Pin, valid: Pin, test: Pin) -> t
                  for role, pin in (("train", train), ("valid", valid), ("test", test)))
 
 
-#: the pins of the authors' archives' train, valid and test files, by stem (a git blob id where ../shared lacks the file)
+#: the pins of the authors' archives' train, valid and test files, by stem (git blob ids where ../shared lacks one)
 _AUTHORS_PINS = {
     "short_yelp": (
         Pin(git_blob="6c93efa5f9d0e3a1e71d12d0f393cbf321bfc3db", origin=_DGVAES),
