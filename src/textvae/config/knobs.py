@@ -54,7 +54,7 @@ class Knob:
             if not isinstance(value, list) or (self.many == "+" and not value):
                 return f"expected a list of {'one or more' if self.many == '+' else 'any number of'} values, " \
                        f"got {value!r}"
-            return next((problem(self.rule, v) for v in value if problem(self.rule, v)), None)
+            return next(filter(None, (problem(self.rule, v) for v in value)), None)
         return problem(self.rule, value)
 
     def schema(self) -> dict:
