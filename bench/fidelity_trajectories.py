@@ -196,10 +196,15 @@ def summary(out: dict) -> dict:
                 continue
             p = float(stats.ttest_ind(a, t, equal_var=False).pvalue) if statistics.pstdev(a + t) > 0 else 1.0
             m, n = len(a), len(t)
+            va, vt = statistics.variance(a) / m, statistics.variance(t) / n
+            se = math.sqrt(va + vt)
+            df = (va + vt) ** 2 / (va ** 2 / (m - 1) + vt ** 2 / (n - 1)) if va + vt > 0 else 1.0
+            half = float(stats.t.ppf(0.975, df)) * se
+            diff = statistics.mean(t) - statistics.mean(a)
             res.setdefault(method, {})[col] = {
                 "authors": a, "textvae": t, "authors_mean": statistics.mean(a), "textvae_mean": statistics.mean(t),
                 "authors_sd": statistics.stdev(a), "textvae_sd": statistics.stdev(t),
-                "welch_p": None if math.isnan(p) else p,
+                "welch_p": None if math.isnan(p) else p, "diff": diff, "diff_ci95": [diff - half, diff + half],
                 "textvae_within_authors_range": all(min(a) <= x <= max(a) for x in t),
                 # P(the pooled min and max are both the authors') for m + n exchangeable continuous values
                 "p_within_if_equal": m * (m - 1) / ((m + n) * (m + n - 1))}
@@ -228,6 +233,13 @@ def render(out: dict) -> str:
             cells.append(f"{f.format(c['authors_mean'])} ± {f.format(c['authors_sd'])} / "
                          f"{f.format(c['textvae_mean'])} ± {f.format(c['textvae_sd'])} (p = {p})")
         rows.append(f"| {'VAE' if method == 'vae' else 'Ours'} | mean ± sd | " + " | ".join(cells) + " | |")
+    rows.append("")
+    rows.append("| textvae − authors (95 % Welch interval) | " + " | ".join(COLUMNS) + " |")
+    rows.append("|---|" + "---:|" * len(COLUMNS))
+    for method, cols in summ.items():
+        rows.append(f"| {'VAE' if method == 'vae' else 'Ours'} | " + " | ".join(
+            f"{cols[k]['diff']:+.3f} [{cols[k]['diff_ci95'][0]:+.3f}, {cols[k]['diff_ci95'][1]:+.3f}]" for k in COLUMNS)
+            + " |")
     within = [f"{'VAE' if m == 'vae' else 'Ours'} {k}: {'yes' if c['textvae_within_authors_range'] else 'no'}"
               for m, cols in summ.items() for k, c in cols.items()]
     p_eq = next((c["p_within_if_equal"] for cols in summ.values() for c in cols.values()), None)
