@@ -38,7 +38,7 @@ def dvc_outputs(work: Path) -> set[str]:
     code = ("import json; from dvc.repo import Repo; r = Repo('.'); "
             "print(json.dumps(sorted(str(o.def_path) for s in r.index.stages for o in s.outs)))")
     outs = json.loads(run([sys.executable, "-c", code], work).stdout)
-    return {o for o in outs if not o.endswith("/curves.json")}
+    return {o for o in outs if not o.endswith("/curves.json") and o != dvc_stages.RUNS_STAMP}
 
 
 def plan_outputs(work: Path) -> set[str]:
@@ -58,14 +58,44 @@ def stage_body(stage: dict) -> dict:
     return stage.get("do", stage)
 
 
-@pytest.mark.parametrize("group", [g for g in raw_stages()])
+@pytest.mark.parametrize("group", [g for g, st in raw_stages().items() if "dvc-run" in stage_body(st)["cmd"]])
 def test_every_stage_depends_on_the_code_it_runs(group):
     body = stage_body(raw_stages()[group])
     rule = body["cmd"].split()[3]    # textvae pipeline dvc-run RULE …
-    needed = dvc_stages.code_closure(dvc_stages.ENTRY_MODULES[rule], REPO / "src" / "textvae")
+    needed = dvc_stages.stage_code(group, rule, REPO / "src" / "textvae")
     deps = [d for d in body["deps"] if d.startswith("src/")]
     assert set(needed) <= set(deps), f"dvc.yaml: {group}: add {sorted(set(needed) - set(deps))} to deps"
     assert all((REPO / d).exists() for d in deps), deps
+
+
+def test_every_report_stage_waits_for_the_run_lists_check():
+    """run_lists checks the run lists after any edit of params.yaml and writes RUNS_STAMP; each report group
+    depends on it (and not on params.yaml as a whole)."""
+    stages = raw_stages()
+    check = stages["run_lists"]
+    assert check["deps"] == ["params.yaml", dvc_stages.RUNS_FILE]
+    assert [next(iter(o)) if isinstance(o, dict) else o for o in check["outs"]] == [dvc_stages.RUNS_STAMP]
+    assert f"--stamp {dvc_stages.RUNS_STAMP}" in check["cmd"]
+    for group in ("report", "report_claims", "report_static"):
+        deps = stage_body(stages[group])["deps"]
+        assert dvc_stages.RUNS_STAMP in deps and "params.yaml" not in deps, group
+
+
+@needs_dvc
+def test_a_new_experiment_without_dvc_yaml_stops_dvc_repro_of_any_report(tmp_path):
+    """No report's own keys change when an experiment is added, but run_lists' do: `dvc status` lists it and
+    `dvc repro` of a report stops there with one line until `textvae pipeline dvc-yaml` has run."""
+    work = dvc_repo(copy_pipeline(tmp_path / "wf"))
+    run([sys.executable, "-m", "textvae", "pipeline", "dvc-yaml", "--check", "--stamp", dvc_stages.RUNS_STAMP], work)
+    run(["dvc", "commit", "-f", "-q", "run_lists"], work)
+    assert "run_lists:" not in run(["dvc", "status", "run_lists"], work).stdout
+    edit_params(work, lambda p: p["experiments"].__setitem__("mine", {"dataset": "synthetic", "lams": [3]}))
+    assert "run_lists:" in run(["dvc", "status", "run_lists"], work).stdout
+    proc = run(["dvc", "repro", "--glob", "report*@demo-table1"], work, check=False)
+    assert proc.returncode != 0
+    assert "workflow/dvc_runs.yaml is out of date with params.yaml: run `textvae pipeline dvc-yaml`" in \
+        proc.stdout + proc.stderr, proc.stderr[-2000:]
+    assert not (work / "data").exists() and not (work / "results").exists()
 
 
 def test_training_stages_declare_every_run_file():
@@ -99,6 +129,14 @@ def dvc_stage_params(work: Path) -> dict[str, set[str]]:
     return {o: set(keys) for o, keys in json.loads(run([sys.executable, "-c", code], work).stdout).items()}
 
 
+def dvc_stage_deps(work: Path) -> dict[str, set[str]]:
+    """First output of every stage → the paths it depends on."""
+    code = ("import json; from dvc.repo import Repo; from dvc.dependency.param import ParamsDependency; "
+            "r = Repo('.'); print(json.dumps({str(s.outs[0].def_path): sorted(d.def_path for d in s.deps "
+            "if not isinstance(d, ParamsDependency)) for s in r.index.stages if s.outs}))")
+    return {o: set(p) for o, p in json.loads(run([sys.executable, "-c", code], work).stdout).items()}
+
+
 @needs_dvc
 def test_dvc_stages_are_the_plan_and_follow_lam_grid(tmp_path):
     work = dvc_repo(copy_pipeline(tmp_path / "wf"))
@@ -108,9 +146,17 @@ def test_dvc_stages_are_the_plan_and_follow_lam_grid(tmp_path):
     plan = pipeline.Plan.load(work / "params.yaml", work / pipeline.SCHEMA)
     keys = dvc_stage_params(work)
     for job in plan.all_jobs():
-        if job.rule != "report":      # (the run list pads a stage's own keys with its dataset's sizes)
+        if job.rule == "report":      # a page: the keys it prints (padded with its first), not all of params.yaml
+            assert keys[job.outputs[0]] == set(job.params), job.name
+            assert not any(d == "params.yaml" for d in dvc_stage_deps(work)[job.outputs[0]]), job.name
+        else:                         # (the run list pads a stage's own keys with its dataset's sizes)
             pad = {f"datasets.{job.outputs[0].split('/')[1]}.sizes"}
             assert keys[(job.dvc_outs or job.outputs)[0]] - pad == set(job.params) - pad, job.name
+    table5 = keys["reports/demo/table5.md"]
+    assert "datasets.synthetic.probing.smoothness" in table5 and "datasets.synthetic.probing.bleu" not in table5
+    claims_deps = dvc_stage_deps(work)
+    assert dvc_stages.CLAIMS_FILE in claims_deps["reports/demo/claims.md"]
+    assert dvc_stages.CLAIMS_FILE not in claims_deps["reports/demo/table5.md"]
     ae = keys["results/ptb_cpu/ae/seed783435/best.pt"]
     assert "datasets.ptb_cpu.training.methods.ae" in ae and not any(k.startswith("probing") for k in ae)
     assert "datasets.ptb_cpu.training.methods.aggressive" not in ae
@@ -159,10 +205,12 @@ def test_dvc_dry_run_lists_the_demo_from_a_fresh_clone(tmp_path):
     edit_params(work, tiny_demo)
     run([sys.executable, "-m", "textvae", "pipeline", "dvc-yaml"], work)
     dvc_repo(work)
-    out = run(["dvc", "repro", "--dry", "--force", "--glob", "report@demo-*"], work).stdout
+    out = run(["dvc", "repro", "--dry", "--force", "--glob", "report*@demo-*"], work).stdout
     listed = set(re.findall(r"^Running stage '([^']+)':", out, re.M))
     assert not (work / "data").exists() and not (work / "results").exists()
     plan = pipeline.Plan.load(work / "params.yaml", work / pipeline.SCHEMA)
-    jobs = [j for j in plan.all_jobs() if not (j.rule == "report" and not j.inputs)]   # report_static: not globbed
+    jobs = plan.all_jobs()        # report*@demo-*: the tables' and figures' pages, claims and index, static pages
+    assert "run_lists" in listed      # the reports' check of the run lists
+    listed.discard("run_lists")
     assert len(listed) == len(jobs) and {s.split("@")[0] for s in listed} >= {"data", "train", "train_pretrained",
                                                                             "evaluate", "probe", "report"}

@@ -3,16 +3,9 @@ job, and the DVC stages run from it.
 
 ``params.yaml`` says *what* to run (datasets, table rows, λ grids, seeds, knobs); this module turns it into
 jobs. The Snakefile's rules take their commands, inputs and rerun triggers from here (``workflow/rules``), and
-the stages of ``dvc.yaml`` run them through ``textvae pipeline dvc-run`` (:mod:`textvae.workflow.dvc_stages`), so the two
-front ends run the same commands on the same paths and cannot drift apart.
-
-Paths (docs/architecture.md):
-
-- ``data/DATASET/{train,valid,test}.txt, stats.json`` (``textvae data prepare``);
-- ``results/DATASET/METHOD[/lamL]/seedS/{best.pt,metrics.jsonl,config.json,vocab.txt,train.log}``
-  (``textvae train``; its resume state ``last.pt`` beside them is untracked), ``…/eval_test.json`` (``textvae evaluate``), ``…/probe_NAME.json`` (``textvae probe``);
-- ``reports/{table1..table11,appendix_b,index}.md`` and ``reports/fig_*_DATASET.png`` for the ``paper``
-  experiment, ``reports/EXPERIMENT/…`` for the others (``textvae report``).
+the stages of ``dvc.yaml`` run them through ``textvae pipeline dvc-run`` (:mod:`textvae.workflow.dvc_stages`),
+so the two front ends run the same commands on the same paths and cannot drift apart. Paths: docs/architecture.md
+(``data/DATASET/``, ``results/DATASET/METHOD[/lamL]/seedS/``, ``reports/[EXPERIMENT/]``).
 """
 from __future__ import annotations
 
@@ -419,7 +412,9 @@ class Plan:
         out = f"{exp.report_dir}/{item}"
         files = self.item_inputs(exp, item)
         argv = ["textvae", "report", stem, "--params", self.params_path, "--experiment", exp.name, "--out", out]
-        keys = [f"experiments.{exp.name}", "seeds", "spec_choices", "evaluation", "training"]
+        # the params.yaml keys the page prints (DVC's `params:` of its stage; `knobs` holds their resolved values)
+        keys = [f"experiments.{exp.name}"] if exp.name in (self.params.get("experiments") or {}) else []
+        keys += [k for k in ("seeds", "spec_choices", "evaluation", "training") if k in self.params]
         knobs = {"experiment": [exp.name, exp.dataset, exp.lams, exp.seeds, list(exp.aliases), exp.tables,
                                 exp.figures],
                  "settings": {k: self.params.get(k) for k in ("spec_choices", "evaluation", "training")}}
@@ -430,6 +425,8 @@ class Plan:
             knobs["sections"] = [_sec_key(s) for s in self.figure_sections(exp, fig) if f"fig_{fig}_{s.dataset}" == stem]
         elif stem == "index":
             knobs["items"] = self.report_items(exp)
+            keys += [f"figures.{i.split('_')[1]}.datasets" if i.startswith("fig_") else f"tables.{i[:-3]}.datasets"
+                     for i in knobs["items"] if i not in ("claims.md", "index.md")]
         elif stem == "claims":
             tables = self.claim_tables(exp)
             keys += [f"tables.{t}" for t in tables]
@@ -449,10 +446,11 @@ class Plan:
                                               "evaluation": self.datasets[s.dataset].get("evaluation"),
                                               kind: (self.datasets[s.dataset].get("probing") or {}).get(kind)}
                                   for s in self.sections(exp, stem)}
-        name = f"report-{stem}" if exp.name == "paper" else f"report-{exp.name}-{stem}"
-        if stem == "index":
-            name = exp.name   # the experiment's index job
-        return Job("report", name.replace("_", "-"), argv, files, [out], keys, knobs)
+            keys += [f"datasets.{ds}.{'probing.' if k == kind else ''}{k}" for ds, shown in knobs["overrides"].items()
+                     for k, v in shown.items() if v is not None]
+        # the experiment's index job is named after it
+        name = exp.name if stem == "index" else f"report-{stem}" if exp.name == "paper" else f"report-{exp.name}-{stem}"
+        return Job("report", name.replace("_", "-"), argv, files, [out], list(dict.fromkeys(keys)), knobs)
 
     def _table_datasets(self, exp: Experiment, table: str) -> list[str]:
         return list(dict.fromkeys(exp.map_dataset(d) for d in self.params["tables"][table]["datasets"]

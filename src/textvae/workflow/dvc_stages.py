@@ -7,7 +7,7 @@ run every λ of the grid), so appending a λ to ``lam_grid`` shows the new stage
 ``dvc repro`` with no other command. Everything else (a new table row, an experiment, a seed for the runs outside
 the grid) needs ``textvae pipeline dvc-yaml``; a stale run list cannot go unnoticed: every stage runs ``textvae pipeline
 dvc-run``, which first compares the run list with params.yaml and stops ``dvc repro`` with one line if it is
-out of date, and the reports (which rerun on any edit of params.yaml) run it too.
+out of date (a report's stage depends on the keys of the tables it shows, so a changed table row reruns it).
 
 ``textvae pipeline dvc-run`` builds each stage's exact command from :mod:`textvae.plan.pipeline` (the Snakefile's
 source of commands), so the two front ends run the same commands on the same paths.
@@ -31,8 +31,19 @@ from textvae.plan.runs import Run
 from textvae.config.settings import PARAMS
 
 RUNS_FILE = "workflow/dvc_runs.yaml"
-# the report stage of dvc.yaml depends on results/${item.d0} … results/${item.d5}
+# the report stages of dvc.yaml depend on results/${item.d0} … results/${item.d5} and on the params.yaml keys
+# the page prints, ${item.q0} … ${item.q23} (Plan.report_job's keys, padded with the first)
 REPORT_SLOTS = 6
+REPORT_PARAM_SLOTS = 24
+# the claims (paper_claims.yaml) are read by the claims page and the index only: their stages are the group
+# report_claims, which depends on the file; the tables' and figures' stages (report) do not
+# dvc.yaml's run_lists stage checks the run lists after any edit of params.yaml and writes this file; every
+# report stage depends on it, so a stale run list stops `dvc repro` of any report with one line
+RUNS_STAMP = "workflow/dvc_runs.checked"
+CLAIMS_FILE = "src/textvae/plan/paper_claims.yaml"
+CLAIMS_PAGES = ("claims.md", "index.md")
+NOT_READ = {"report": (CLAIMS_FILE,), "report_static": (CLAIMS_FILE,)}   # stage group → files of its closure it
+                                                                          # does not read
 # params.yaml keys the train, evaluate and probe stages of dvc.yaml list themselves (every run of the kind reads
 # them); a run's other keys (its dataset's and method's overrides, a probe's settings) are in its entry of the
 # run list, ${item.p0} … ${item.p5} (padded with its dataset's sizes), so that DVC reruns exactly the runs
@@ -104,7 +115,7 @@ def runs_data(plan: Plan) -> dict:
     grid, grid_pre = _grid(plan, evaluated, False), _grid(plan, evaluated, True)
     in_grid = _grid_runs(plan, grid) | _grid_runs(plan, grid_pre)
 
-    train, train_pre, evaluate, probe, report, report_static = {}, {}, {}, {}, {}, {}
+    train, train_pre, evaluate, probe, report, report_claims, report_static = {}, {}, {}, {}, {}, {}, {}
     for job in jobs:
         if job.rule in ("train", "evaluate", "probe"):
             run = runs[job.name]
@@ -132,14 +143,20 @@ def runs_data(plan: Plan) -> dict:
             else:
                 datasets = list(dict.fromkeys(r.dataset for r in plan.item_runs(exp, item)[0]))
                 all_datasets += [d for d in datasets if d not in all_datasets]
+            keys = plan.report_job(exp, item).params
+            if len(keys) > REPORT_PARAM_SLOTS:
+                raise ConfigError(f"{plan.params_path}: {out} reads {len(keys)} params.yaml keys; dvc.yaml's "
+                                  f"report stages list at most {REPORT_PARAM_SLOTS} (add ${{item.q{REPORT_PARAM_SLOTS}}})")
+            slots = {f"q{i}": k for i, k in enumerate(keys + [keys[0]] * (REPORT_PARAM_SLOTS - len(keys)))}
             if not datasets:
-                report_static[key] = {"out": out}
+                report_static[key] = {"out": out, **slots}
                 continue
             if len(datasets) > REPORT_SLOTS:
                 raise ConfigError(f"{plan.params_path}: {out} reads {len(datasets)} datasets; dvc.yaml's report "
                                   f"stage depends on at most {REPORT_SLOTS} (add results/${{item.d{REPORT_SLOTS}}})")
             padded = datasets + [datasets[0]] * (REPORT_SLOTS - len(datasets))
-            report[key] = {"out": out, **{f"d{i}": d for i, d in enumerate(padded)}}
+            group = report_claims if item in CLAIMS_PAGES else report
+            group[key] = {"out": out, **{f"d{i}": d for i, d in enumerate(padded)}, **slots}
     # one top-level key: DVC merges vars files, and params.yaml's keys stay free
     data, data_local = {}, {}
     for job in jobs:
@@ -152,7 +169,8 @@ def runs_data(plan: Plan) -> dict:
             else:
                 data[name] = entry
     return {"runs": {"data": data, "data_local": data_local, "grid": grid, "grid_pretrained": grid_pre, "train": train, "train_pretrained": train_pre,
-                     "evaluate": evaluate, "probe": probe, "report": report, "report_static": report_static}}
+                     "evaluate": evaluate, "probe": probe, "report": report, "report_claims": report_claims,
+                     "report_static": report_static}}
 
 
 def param_slots(plan: Plan, job, dataset: str) -> dict:
@@ -299,8 +317,11 @@ def with_code_deps(dvc_text: str, package: str | Path = Path(__file__).parents[1
     rule's entry module), in place of the ones it lists; the rest of the text is kept as it is."""
     import re
 
-    out, rule = [], None
+    out, rule, group = [], None, None
     for line in dvc_text.splitlines(keepends=True):
+        g = re.match(r"  (\w+):", line)
+        if g:
+            group = g.group(1)
         m = re.match(r"\s*cmd: textvae pipeline dvc-run (\w+)", line)
         if m:
             rule = m.group(1)
@@ -308,7 +329,13 @@ def with_code_deps(dvc_text: str, package: str | Path = Path(__file__).parents[1
         if src and rule:
             if out and out[-1].lstrip().startswith("- src/"):
                 continue        # the stage's code block is written once, at its first src/ line
-            out += [f"{src.group(1)}- {f}\n" for f in code_closure(ENTRY_MODULES[rule], package)]
+            out += [f"{src.group(1)}- {f}\n" for f in stage_code(group, rule, package)]
             continue
         out.append(line)
     return "".join(out)
+
+
+def stage_code(group: str, rule: str, package: str | Path = Path(__file__).parents[1]) -> list[str]:
+    """The ``src/`` files a stage group of dvc.yaml depends on: its rule's code closure, less what NOT_READ says
+    the group's pages never read."""
+    return [f for f in code_closure(ENTRY_MODULES[rule], package) if f not in NOT_READ.get(group, ())]
