@@ -35,15 +35,14 @@ RUNS_FILE = "workflow/dvc_runs.yaml"
 # the page prints, ${item.q0} … ${item.q23} (Plan.report_job's keys, padded with the first)
 REPORT_SLOTS = 6
 REPORT_PARAM_SLOTS = 24
-# the claims (paper_claims.yaml) are read by the claims page and the index only: their stages are the group
-# report_claims, which depends on the file; the tables' and figures' stages (report) do not
 # dvc.yaml's run_lists stage checks the run lists after any edit of params.yaml and writes this file; every
 # report stage depends on it, so a stale run list stops `dvc repro` of any report with one line
 RUNS_STAMP = "workflow/dvc_runs.checked"
+# the claims (paper_claims.yaml) are read by the claims page and the index only: their stages are the group
+# report_claims, which depends on the file; the tables' and figures' stages (report, report_static) do not
 CLAIMS_FILE = "src/textvae/plan/paper_claims.yaml"
 CLAIMS_PAGES = ("claims.md", "index.md")
-NOT_READ = {"report": (CLAIMS_FILE,), "report_static": (CLAIMS_FILE,)}   # stage group → files of its closure it
-                                                                          # does not read
+NOT_READ = {"report": (CLAIMS_FILE,), "report_static": (CLAIMS_FILE,)}   # stage group → closure files it never reads
 # params.yaml keys the train, evaluate and probe stages of dvc.yaml list themselves (every run of the kind reads
 # them); a run's other keys (its dataset's and method's overrides, a probe's settings) are in its entry of the
 # run list, ${item.p0} … ${item.p5} (padded with its dataset's sizes), so that DVC reruns exactly the runs
