@@ -114,6 +114,7 @@ def runs_data(plan: Plan) -> dict:
     grid, grid_pre = _grid(plan, evaluated, False), _grid(plan, evaluated, True)
     in_grid = _grid_runs(plan, grid) | _grid_runs(plan, grid_pre)
 
+    page_keys = {j.outputs[0]: j.params for j in jobs if j.rule == "report"}   # the keys each page prints
     train, train_pre, evaluate, probe, report, report_claims, report_static = {}, {}, {}, {}, {}, {}, {}
     for job in jobs:
         if job.rule in ("train", "evaluate", "probe"):
@@ -142,7 +143,7 @@ def runs_data(plan: Plan) -> dict:
             else:
                 datasets = list(dict.fromkeys(r.dataset for r in plan.item_runs(exp, item)[0]))
                 all_datasets += [d for d in datasets if d not in all_datasets]
-            keys = plan.report_job(exp, item).params
+            keys = page_keys[out]
             if len(keys) > REPORT_PARAM_SLOTS:
                 raise ConfigError(f"{plan.params_path}: {out} reads {len(keys)} params.yaml keys; dvc.yaml's "
                                   f"report stages list at most {REPORT_PARAM_SLOTS} (add ${{item.q{REPORT_PARAM_SLOTS}}})")
