@@ -79,7 +79,8 @@ def one(plan, work: Path, dataset: str, seed: int, lam: float) -> dict:
             _run(job.argv, work, log)
     probe = json.loads((work / ours.probe_json("classify")).read_text())
     ae_probe = json.loads((work / ae.probe_json("classify")).read_text())
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
     eta = json.loads(subprocess.run([sys.executable, __file__, "--eta", ours.ckpt, f"data/{dataset}"], cwd=work,
                                     env=env, capture_output=True, text=True, check=True).stdout)
     largest = max(probe["linear"], key=int)
