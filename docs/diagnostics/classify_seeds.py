@@ -176,8 +176,8 @@ def render(path: str) -> str:
         lines.append(f"| {ds} | {n} | {frac(k_lin, n)} | {frac(k_gmm, n)} | {frac(k_both, n)} | {mmm(lin)} | "
                      f"{mmm(conv)} | {mmm(gmm)} | {np.mean(maj):.1f} | {corr:+.2f} |")
     lines += ["", "Per run (GMM ≥ 80 % against the factors' η² in Ours' training means):", "",
-              "| corpus | seed | AE: converged probe | linear | converged | GMM | GMM inits | " + " | ".join(f"η² {f}" for f in FACTORS)
-              + " |", "|---|---|---|---|---|---|---|" + "---|" * len(FACTORS)]
+              "| corpus | seed | AE: converged probe | linear | converged | GMM | GMM inits | "
+              + " | ".join(f"η² {f}" for f in FACTORS) + " |", "|---|---|---|---|---|---|---|" + "---|" * len(FACTORS)]
     for r in sorted(state["runs"], key=lambda r: (r["dataset"], r["seed"])):
         lines.append(f"| {r['dataset']} | {r['seed']} | {r['ae']['converged'][r['largest']]:.1f} | "
                      f"{r['linear'][r['largest']]:.1f} | "
