@@ -1,6 +1,7 @@
 """Shared test fixtures: where ../shared/data lives, small corpus slices, the textvae CLI as a subprocess."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -46,6 +47,14 @@ def run_cli(*args: str, check: bool = True, timeout: float = 600, env: dict | No
     if check and proc.returncode != 0:
         raise AssertionError(f"textvae {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+def load_script(path: Path):
+    """A script outside the package (docs/diagnostics/, workflow/scripts/) imported as a module from its path."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import write_json
+from conftest import load_script, write_json
 from textvae.reports import claims
 from textvae.plan import tables
 from textvae.reports import reporting
@@ -238,13 +238,7 @@ def test_readme_demo_tables_are_the_committed_reports():
 
 
 def _regenerate_demo():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "workflow/scripts/regenerate_demo.py"
-    spec = importlib.util.spec_from_file_location("regenerate_demo", path)
-    regen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(regen)
-    return regen
+    return load_script(Path(__file__).resolve().parents[1] / "workflow/scripts/regenerate_demo.py")
 
 
 def test_regenerate_demo_rewrites_the_readme_tables_in_place(tmp_path):

@@ -4,21 +4,19 @@ summed by hand, and the rendered counts against a hand-made set of runs. The swe
 own commands (checked by the pipeline's tests); a run of it is committed in bench/results/classify_seeds_*/."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 
+from conftest import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "docs" / "diagnostics" / "classify_seeds.py"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("classify_seeds", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def _tail_ge(k: int, n: int, p: float) -> float:

@@ -2,7 +2,6 @@
 means, run end to end on a tiny corpus and checkpoint and checked against an independent computation."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import load_script
 from textvae.corpora import prepare as P
 from textvae.modeling.checkpoint import atomic_save, model_payload
 from textvae.corpora.data import Vocab, read_corpus
@@ -20,10 +20,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "docs" / "diagnostics" / "factor_
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("factor_probe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 @pytest.fixture(autouse=True)
