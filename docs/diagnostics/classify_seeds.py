@@ -38,31 +38,30 @@ def _cli(argv: list[str]) -> list[str]:
     return [sys.executable, "-m", "textvae", *argv[1:]] if argv[0] == "textvae" else argv
 
 
-def _run(argv: list[str], cwd: Path, log: Path) -> None:
+def _env() -> dict:
+    """A subprocess's environment: one thread, and this checkout's package first on the path."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
+    return env
+
+
+def _run(argv: list[str], cwd: Path, log: Path) -> None:
     with open(log, "a", encoding="utf-8") as fh:
         fh.write("$ " + " ".join(argv) + "\n")
         fh.flush()
-        subprocess.run(_cli(argv), cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, check=True)
+        subprocess.run(_cli(argv), cwd=cwd, env=_env(), stdout=fh, stderr=subprocess.STDOUT, check=True)
 
 
 def eta_main(ckpt: str, data: str) -> None:
     """Hidden mode: print the η² of each factor in the checkpoint's training means as JSON."""
-    import numpy as np
     import torch
 
     sys.path.insert(0, str(HERE))
-    from factor_variance import eta_squared
-    from textvae.corpora.data import read_corpus, split_path
-    from textvae.probing.setup import encode, load_vae
+    from factor_variance import eta_squared, training_means
 
     torch.set_num_threads(1)
-    model, vocab, _ = load_vae(ckpt, torch.device("cpu"))
-    corpus = read_corpus(split_path(data, "train"))
-    mu = encode(model, [vocab.encode(s) for s in corpus.sentences])[0].numpy().astype(np.float64)
-    factors = [json.loads(line) for line in open(f"{data}/train.factors.jsonl", encoding="utf-8")]
-    print(json.dumps({k: round(eta_squared(mu, [f[k] for f in factors]), 4) for k in FACTORS if k in factors[0]}))
+    mu, groups = training_means(ckpt, data)
+    print(json.dumps({k: round(eta_squared(mu, groups[k]), 4) for k in FACTORS if k in groups}))
 
 
 def one(plan, work: Path, dataset: str, seed: int, lam: float) -> dict:
@@ -79,10 +78,8 @@ def one(plan, work: Path, dataset: str, seed: int, lam: float) -> dict:
             _run(job.argv, work, log)
     probe = json.loads((work / ours.probe_json("classify")).read_text())
     ae_probe = json.loads((work / ae.probe_json("classify")).read_text())
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
     eta = json.loads(subprocess.run([sys.executable, __file__, "--eta", ours.ckpt, f"data/{dataset}"], cwd=work,
-                                    env=env, capture_output=True, text=True, check=True).stdout)
+                                    env=_env(), capture_output=True, text=True, check=True).stdout)
     largest = max(probe["linear"], key=int)
     gmm = probe["gmm"]
     return {"dataset": dataset, "seed": seed, "lam": lam, "seconds": round(time.time() - t0, 1),

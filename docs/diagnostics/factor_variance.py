@@ -29,13 +29,18 @@ def eta_squared(x: np.ndarray, groups: list[str]) -> float:
     return float(between / ((x - centre) ** 2).sum())
 
 
-def main(ckpt: str, data: str) -> None:
+def training_means(ckpt: str, data: str) -> tuple[np.ndarray, dict[str, list[str]]]:
+    """The checkpoint's posterior means of DATA/train.txt, and each factor's value per sentence."""
     model, vocab, _ = load_vae(ckpt, torch.device("cpu"))
     corpus = read_corpus(split_path(data, "train"))
     mu = encode(model, [vocab.encode(s) for s in corpus.sentences])[0].numpy().astype(np.float64)
     factors = [json.loads(line) for line in open(f"{data}/train.factors.jsonl", encoding="utf-8")]
-    groups = {k: [f[k] for f in factors] for k in factors[0]}
-    groups["tense × sentiment"] = [f["tense"] + " " + f["sentiment"] for f in factors]
+    return mu, {k: [f[k] for f in factors] for k in factors[0]}
+
+
+def main(ckpt: str, data: str) -> None:
+    mu, groups = training_means(ckpt, data)
+    groups["tense × sentiment"] = [t + " " + s for t, s in zip(groups["tense"], groups["sentiment"])]
     print("η²: " + ", ".join(f"{k} {eta_squared(mu, v):.3f}" for k, v in groups.items()))
     comp = fit_gmm(mu, 10, 783435).predict(mu)
     for c in range(10):
